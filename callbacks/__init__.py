@@ -1,0 +1,1 @@
+"""Lightning callbacks: gradient-estimate quality, temperature schedules, image logging."""

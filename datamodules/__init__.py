@@ -1,0 +1,1 @@
+"""LightningDataModules for the zoo's data sets (images, ListOps, NAS)."""

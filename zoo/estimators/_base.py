@@ -1,0 +1,217 @@
+"""Base classes every estimator derives from, and the autograd glue they share.
+
+Two families (see ``docs/estimators.md``):
+
+* pathwise (straight-through) estimators are called as ``sample, probs = est(logits)``
+  and need one evaluation of the loss; their surrogate gradient is written by hand
+  in :meth:`PathwiseEstimator.logits_grad`, so the forward value stays exactly
+  one-hot and nothing but the few tensors each rule needs is kept for backward;
+* score-function estimators evaluate the loss at several samples and so are only
+  reachable through :meth:`Estimator.objective`.
+
+Estimators are ``nn.Module`` s so that a model can hold one as a submodule and
+estimators with learnable parts (control variates) move with the model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ._categorical import check_probabilities, softmax, softmax_vjp
+
+LossFn = Callable[[Tensor], Tensor]
+"""Maps one-hot samples ``(S, *batch, *variables, C)`` to losses ``(S, *batch)``."""
+
+
+class Estimator(nn.Module):
+    """A gradient estimator for categorical variables with logits ``(..., C)``."""
+
+    #: The registry name; a subclass that serves several entries sets it per instance.
+    name: str = ""
+
+    def __init__(self, *, validate_args: bool = True, name: str | None = None) -> None:
+        super().__init__()
+        if name is not None:
+            self.name = name
+        self.validate_args = validate_args
+
+    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 1) -> Tensor:
+        """A scalar whose value is the mean loss and whose gradient is the estimate.
+
+        ``f`` receives one-hot samples of shape ``(S, *logits.shape)`` and returns
+        per-sample losses ``(S, *batch)``, where ``batch`` is a prefix of
+        ``logits.shape[:-1]``; the remaining axes are the variables of one example.
+        Gradients also reach any parameters ``f`` uses.
+        """
+        raise NotImplementedError
+
+    def check(self, probs: Tensor) -> None:
+        """Reject rows with no valid distribution, unless ``validate_args`` is off."""
+        if self.validate_args:
+            check_probabilities(probs, self.name)
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """``softmax(logits)``, checked."""
+        probs = softmax(logits)
+        self.check(probs)
+        return probs
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+class PathwiseEstimator(Estimator):
+    """Straight-through family: ``sample, probs = est(logits)``.
+
+    ``sample`` is exactly one-hot in value and carries the estimator's surrogate
+    gradient; ``probs = softmax(logits)`` carries the ordinary one. Both keep the
+    shape and dtype of ``logits``; the maths runs in float32 (or float64).
+    """
+
+    #: The smallest temperature allowed; ``tau_inclusive`` says whether it is.
+    min_tau: float = 0.0
+    tau_inclusive: bool = False
+
+    def __init__(
+        self, *, tau: float = 1.0, validate_args: bool = True, name: str | None = None
+    ) -> None:
+        super().__init__(validate_args=validate_args, name=name)
+        self.tau = tau
+
+    @property
+    def tau(self) -> float:
+        """The temperature: a plain attribute, so a schedule may assign to it."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        value = float(value)
+        allowed = value >= self.min_tau if self.tau_inclusive else value > self.min_tau
+        if not (allowed and value < float("inf")):
+            bound = ">=" if self.tau_inclusive else ">"
+            raise ValueError(
+                f"{self.name}: temperature tau={value} is out of range; it must be "
+                f"finite and {bound} {self.min_tau}{self._tau_reason()}."
+            )
+        self._tau = value
+
+    def _tau_reason(self) -> str:
+        return ""
+
+    def forward(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        return _PathwiseFunction.apply(logits, self)
+
+    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 1) -> Tensor:
+        """The mean of ``num_samples`` independent single-sample losses."""
+        check_num_samples(self.name, num_samples, minimum=1)
+        samples, _ = self(logits.expand(num_samples, *logits.shape))
+        losses = f(samples)
+        check_losses(self.name, losses, logits, num_samples)
+        return losses.mean()
+
+    def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
+        """Return ``(sample, probs, saved)``; ``saved`` is kept for :meth:`logits_grad`."""
+        raise NotImplementedError
+
+    def logits_grad(
+        self,
+        saved: tuple[Tensor | None, ...],
+        tau: float,
+        grad_sample: Tensor | None,
+        grad_probs: Tensor | None,
+    ) -> Tensor:
+        """The gradient w.r.t. the logits, given the gradients at sample and probs."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tau={self.tau}"
+
+
+class _PathwiseFunction(torch.autograd.Function):
+    """Runs an estimator's ``draw`` forward and its ``logits_grad`` backward."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, estimator: PathwiseEstimator):  # type: ignore[override]
+        exact_dtype = logits.dtype in (torch.float32, torch.float64)
+        work = logits if exact_dtype else logits.float()
+        sample, probs, saved = estimator.draw(work)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*saved)
+        ctx.estimator, ctx.tau = estimator, estimator.tau
+        ctx.input_dtype, ctx.work_dtype = logits.dtype, work.dtype
+        return sample.to(logits.dtype), probs.to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_sample: Tensor | None, grad_probs: Tensor | None):  # type: ignore[override]
+        if grad_sample is None and grad_probs is None:
+            return None, None
+        work_dtype = ctx.work_dtype
+        grad = ctx.estimator.logits_grad(
+            ctx.saved_tensors,
+            ctx.tau,
+            None if grad_sample is None else grad_sample.to(work_dtype),
+            None if grad_probs is None else grad_probs.to(work_dtype),
+        )
+        return grad.to(ctx.input_dtype), None
+
+
+def straight_through_grad(
+    probs: Tensor,
+    surrogate: Tensor | None,
+    tau: float,
+    grad_sample: Tensor | None,
+    grad_probs: Tensor | None,
+) -> Tensor:
+    """``(1/τ)·J(s)·g + J(π)·g_π``, the gradient of every softmax-surrogate estimator.
+
+    ``surrogate`` is ``s``; ``None`` means ``s = π`` (and then τ = 1), which lets
+    both terms share one Jacobian product.
+    """
+    if grad_sample is None:
+        return softmax_vjp(probs, grad_probs)
+    if surrogate is None:
+        total = grad_sample if grad_probs is None else grad_sample + grad_probs
+        return softmax_vjp(probs, total)
+    grad = softmax_vjp(surrogate, grad_sample)
+    if tau != 1.0:
+        grad.mul_(1.0 / tau)
+    if grad_probs is not None:
+        grad += softmax_vjp(probs, grad_probs)
+    return grad
+
+
+class ScoreFunctionEstimator(Estimator):
+    """REINFORCE family: needs the loss as a function; see :meth:`objective`."""
+
+    def forward(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        raise TypeError(
+            f"{self.name} is a score-function estimator: it evaluates the loss at "
+            "several samples, so it cannot be called on logits alone. Use "
+            "est.objective(logits, f, num_samples) instead."
+        )
+
+
+def check_num_samples(name: str, num_samples: int, minimum: int) -> None:
+    if not isinstance(num_samples, int) or num_samples < minimum:
+        raise ValueError(f"{name}: num_samples must be an integer >= {minimum}, got {num_samples!r}.")
+
+
+def check_losses(name: str, losses: Tensor, logits: Tensor, num_samples: int) -> int:
+    """Check ``f``'s output shape ``(num_samples, *batch)``; return ``len(batch)``."""
+    batch_ndim = losses.dim() - 1
+    expected_batch = tuple(logits.shape[:batch_ndim])
+    if (
+        batch_ndim < 0
+        or batch_ndim > logits.dim() - 1
+        or losses.shape[0] != num_samples
+        or tuple(losses.shape[1:]) != expected_batch
+    ):
+        raise ValueError(
+            f"{name}: f must return per-sample losses of shape (num_samples, *batch) "
+            f"with batch a prefix of logits.shape[:-1] = {tuple(logits.shape[:-1])}; "
+            f"got {tuple(losses.shape)} for num_samples={num_samples}."
+        )
+    return batch_ndim

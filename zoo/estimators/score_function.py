@@ -1,0 +1,102 @@
+"""Score-function (REINFORCE-style) estimators: unbiased for any loss.
+
+They evaluate the loss at several samples and weight ``∇θ log p(sample)`` by how
+much better or worse than a baseline each sample did, so they are only reachable
+through ``objective(logits, f, num_samples)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._base import LossFn, ScoreFunctionEstimator, check_losses, check_num_samples
+from ._categorical import sample_one_hot
+
+
+def per_example_log_prob(log_probs: Tensor, samples: Tensor, batch_ndim: int) -> Tensor:
+    """``log p(sample)`` per sample and example: ``(S, *batch)``.
+
+    ``log_probs`` is ``(..., C)``; ``samples`` one-hot ``(S, ..., C)``. The log
+    probability of the sampled class is gathered (never multiplied by the one-hot,
+    which would turn masked −inf logits into NaN) and summed over the variables of
+    each example.
+    """
+    index = samples.argmax(dim=-1, keepdim=True)
+    picked = log_probs.expand(samples.shape).gather(-1, index).squeeze(-1)
+    variable_dims = tuple(range(1 + batch_ndim, picked.dim()))
+    return picked.sum(dim=variable_dims) if variable_dims else picked
+
+
+def _with_surrogate(mean_loss: Tensor, surrogate: Tensor) -> Tensor:
+    """``mean_loss`` in value; ``mean_loss + surrogate`` in gradient."""
+    return mean_loss + (surrogate - surrogate.detach())
+
+
+class ReinforceLeaveOneOut(ScoreFunctionEstimator):
+    """RLOO: ``(1/K) Σ_k [f(b_k) − mean_{j≠k} f(b_j)] ∇θ log p(b_k)``, K ≥ 2."""
+
+    name = "reinforce"
+
+    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
+        check_num_samples(self.name, num_samples, minimum=2)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        with torch.no_grad():
+            probs = log_probs.exp()
+            self.check(probs)
+            samples = sample_one_hot(probs.expand(num_samples, *probs.shape)).to(logits.dtype)
+        losses = f(samples)
+        batch_ndim = check_losses(self.name, losses, logits, num_samples)
+        with torch.no_grad():
+            # f_k − mean_{j≠k} f_j = K/(K−1) · (f_k − mean_j f_j)
+            advantage = (losses - losses.mean(dim=0)) * (num_samples / (num_samples - 1))
+        log_p = per_example_log_prob(log_probs, samples, batch_ndim)
+        surrogate = (advantage * log_p).mean()
+        return _with_surrogate(losses.mean(), surrogate)
+
+
+class DisARM(ScoreFunctionEstimator):
+    """DisARM (Dong et al. 2020) for binary variables, logits ``(..., 2)``.
+
+    Each antithetic pair shares one uniform ``u``: ``b = 1[u < σ(η)]`` and
+    ``b̃ = 1[u > 1 − σ(η)]`` with ``η = θ_1 − θ_0``. The estimate for ``η`` is
+    ``½ (f(b) − f(b̃)) (−1)^{b̃} 1[b ≠ b̃] σ(|η|)``, averaged over K/2 pairs.
+    """
+
+    name = "disarm"
+
+    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
+        check_num_samples(self.name, num_samples, minimum=2)
+        if num_samples % 2:
+            raise ValueError(
+                f"{self.name}: num_samples counts loss evaluations, two per antithetic "
+                f"pair, so it must be even; got {num_samples}."
+            )
+        if logits.shape[-1] != 2:
+            raise ValueError(
+                f"{self.name} needs binary variables: logits of shape (..., 2), "
+                f"got {tuple(logits.shape)}. Use reinforce for more classes."
+            )
+        pairs = num_samples // 2
+        logit_gap = logits[..., 1].float() - logits[..., 0].float()
+        with torch.no_grad():
+            prob_one = torch.sigmoid(logit_gap)
+            self.check(prob_one.unsqueeze(-1))
+            uniform = torch.rand((pairs, *prob_one.shape), dtype=prob_one.dtype, device=prob_one.device)
+            first = uniform < prob_one
+            second = uniform > 1.0 - prob_one
+            ones = torch.cat((first, second))
+            samples = torch.stack((~ones, ones), dim=-1).to(logits.dtype)
+        losses = f(samples)
+        batch_ndim = check_losses(self.name, losses, logits, num_samples)
+        with torch.no_grad():
+            half_difference = 0.5 * (losses[:pairs] - losses[pairs:])
+            half_difference = half_difference.reshape(
+                half_difference.shape + (1,) * (prob_one.dim() - batch_ndim)
+            )
+            sign = 1.0 - 2.0 * second.to(prob_one.dtype)
+            weight = (first != second).to(prob_one.dtype) * torch.sigmoid(logit_gap.abs())
+            grad_gap = (half_difference * sign * weight).mean(dim=0)
+        # The estimate is per example; the objective averages over the batch.
+        surrogate = (grad_gap * logit_gap).sum() / losses[0].numel()
+        return _with_surrogate(losses.mean(), surrogate)
