@@ -98,5 +98,7 @@ class DisARM(ScoreFunctionEstimator):
             weight = (first != second).to(prob_one.dtype) * torch.sigmoid(logit_gap.abs())
             grad_gap = (half_difference * sign * weight).mean(dim=0)
         # The estimate is per example; the objective averages over the batch.
-        surrogate = (grad_gap * logit_gap).sum() / losses[0].numel()
+        # A masked class makes η infinite and its estimate zero; keep 0·∞ out of the value.
+        finite_gap = logit_gap.masked_fill(~torch.isfinite(logit_gap.detach()), 0.0)
+        surrogate = (grad_gap * finite_gap).sum() / losses[0].numel()
         return _with_surrogate(losses.mean(), surrogate)
