@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._categorical import check_probabilities, softmax, softmax_vjp
+from ._categorical import check_probabilities, full_precision, softmax, softmax_vjp
 
 LossFn = Callable[[Tensor], Tensor]
 """Maps one-hot samples ``(S, *batch, *variables, C)`` to losses ``(S, *batch)``."""
@@ -135,8 +135,7 @@ class _PathwiseFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, estimator: PathwiseEstimator):  # type: ignore[override]
-        exact_dtype = logits.dtype in (torch.float32, torch.float64)
-        work = logits if exact_dtype else logits.float()
+        work = full_precision(logits)
         sample, probs, saved = estimator.draw(work)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(*saved)

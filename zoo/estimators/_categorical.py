@@ -20,6 +20,15 @@ from torch import Tensor
 _NATIVE_SOFTMAX_MIN_CLASSES = 32
 
 
+def full_precision(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32, or as it is if already float32 or float64.
+
+    Softmax and sampling lose too much in half precision (a bfloat16 probability
+    has 8 bits), so they always run in at least float32.
+    """
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def softmax(logits: Tensor) -> Tensor:
     """``softmax(logits, -1)``, using the fastest formulation for the class count."""
     num_classes = logits.shape[-1]

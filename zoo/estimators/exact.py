@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
+from ._categorical import full_precision
 from .score_function import per_example_log_prob
 
 
@@ -57,7 +58,7 @@ class Exact(ScoreFunctionEstimator):
                 f"exact: logits of shape {tuple(logits.shape)} have fewer than "
                 f"event_ndim={self.event_ndim} variable axes."
             )
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = torch.log_softmax(full_precision(logits), dim=-1)
         self.check(log_probs.detach().exp())
         configurations = self.configurations(logits)
         batch_shape = logits.shape[: logits.dim() - 1 - self.event_ndim]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses, check_num_samples
-from ._categorical import sample_one_hot
+from ._categorical import full_precision, sample_one_hot
 
 
 def per_example_log_prob(log_probs: Tensor, samples: Tensor, batch_ndim: int) -> Tensor:
@@ -40,7 +40,7 @@ class ReinforceLeaveOneOut(ScoreFunctionEstimator):
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
         check_num_samples(self.name, num_samples, minimum=2)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = torch.log_softmax(full_precision(logits), dim=-1)
         with torch.no_grad():
             probs = log_probs.exp()
             self.check(probs)
@@ -78,7 +78,8 @@ class DisARM(ScoreFunctionEstimator):
                 f"got {tuple(logits.shape)}. Use reinforce for more classes."
             )
         pairs = num_samples // 2
-        logit_gap = logits[..., 1].float() - logits[..., 0].float()
+        work = full_precision(logits)
+        logit_gap = work[..., 1] - work[..., 0]
         with torch.no_grad():
             prob_one = torch.sigmoid(logit_gap)
             self.check(prob_one.unsqueeze(-1))
