@@ -27,11 +27,11 @@ def force_sample(monkeypatch: pytest.MonkeyPatch) -> Callable[[Tensor], None]:
     """Make ST and ReinMax draw the given one-hot sample instead of a random one."""
 
     def force(one_hot: Tensor) -> None:
-        monkeypatch.setattr(
-            straight_through,
-            "sample_one_hot",
-            lambda probs, generator=None: one_hot.to(probs.dtype).expand_as(probs).clone(),
-        )
+        def forced(probs: Tensor) -> tuple[Tensor, Tensor]:
+            sample = one_hot.to(probs.dtype).expand_as(probs).clone()
+            return sample, sample.argmax(-1, keepdim=True)
+
+        monkeypatch.setattr(straight_through, "sample_categorical", forced)
 
     return force
 

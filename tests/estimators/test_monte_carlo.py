@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from zoo.estimators import get_estimator
-from zoo.estimators._categorical import sample_one_hot
+from zoo.estimators._categorical import sample_categorical
 from zoo.estimators.gumbel import conditional_gumbel_vjp_sum
 
 Z_TOLERANCE = 4.0
@@ -44,7 +44,9 @@ def test_sampler_frequencies_match_the_probabilities(num_classes):
     probs[num_classes // 2] = 0.0  # a masked class
     probs /= probs.sum()
     draws = 200_000
-    counts = sample_one_hot(probs.expand(draws, num_classes)).sum(0)
+    one_hot, index = sample_categorical(probs.expand(draws, num_classes))
+    assert torch.equal(one_hot.argmax(-1, keepdim=True), index)
+    counts = one_hot.sum(0)
     standard_error = (draws * probs * (1 - probs)).sqrt()
     assert counts[num_classes // 2] == 0
     assert ((counts - draws * probs).abs() <= Z_TOLERANCE * standard_error + 1e-9).all()
@@ -65,11 +67,11 @@ def test_grmck_has_the_mean_of_stgs_and_a_lower_variance(tau):
 def test_grmck_estimate_does_not_depend_on_the_chunking_of_the_same_noise():
     torch.manual_seed(0)
     probs = torch.randn(32, 5, dtype=torch.float64).softmax(-1)
-    sample = sample_one_hot(probs)
+    _, index = sample_categorical(probs)
     grad = torch.randn(32, 5, dtype=torch.float64)
     noise = torch.empty(60, 32, 5, dtype=torch.float64).exponential_()
-    materialised = conditional_gumbel_vjp_sum(probs, sample, grad, 1.3, iter([noise.clone()]))
-    chunked = conditional_gumbel_vjp_sum(probs, sample, grad, 1.3, iter(noise.clone().split(7)))
+    materialised = conditional_gumbel_vjp_sum(probs, index, grad, 1.3, iter([noise.clone()]))
+    chunked = conditional_gumbel_vjp_sum(probs, index, grad, 1.3, iter(noise.clone().split(7)))
     torch.testing.assert_close(chunked, materialised, rtol=1e-12, atol=1e-12)
 
 
@@ -77,7 +79,7 @@ def test_grmck_conditional_noise_reproduces_the_sample():
     """The conditional perturbation of the sampled class is always the largest."""
     torch.manual_seed(1)
     probs = torch.randn(1000, 6, dtype=torch.float64).softmax(-1)
-    sample = sample_one_hot(probs)
+    sample, _ = sample_categorical(probs)
     exponential = torch.empty(20, 1000, 6, dtype=torch.float64).exponential_()
     at_sample = (exponential * sample).sum(-1, keepdim=True)
     ratio = (exponential / probs).masked_fill(sample.bool(), 0.0) + at_sample

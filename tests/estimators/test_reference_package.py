@@ -13,10 +13,13 @@ reference = pytest.importorskip("reinmax", reason="the reference package is in t
 @pytest.mark.parametrize("tau", [1.0, 1.3, 3.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("uses_probs", [False, True])
-def test_reinmax_gradient_equals_the_reference_for_the_same_sample(tau, dtype, uses_probs, monkeypatch, force_sample):
+@pytest.mark.parametrize("num_classes", [2, 7])
+def test_reinmax_gradient_equals_the_reference_for_the_same_sample(
+    tau, dtype, uses_probs, num_classes, monkeypatch, force_sample
+):
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 6, 7, generator=generator, dtype=dtype)
-    index = torch.randint(7, (4, 6, 1), generator=generator)
+    logits = torch.randn(4, 6, num_classes, generator=generator, dtype=dtype)
+    index = torch.randint(num_classes, (4, 6, 1), generator=generator)
     sample = torch.zeros_like(logits).scatter_(-1, index, 1.0)
     weight_sample = torch.randn(logits.shape, generator=generator, dtype=dtype)
     weight_probs = torch.randn(logits.shape, generator=generator, dtype=dtype) * uses_probs

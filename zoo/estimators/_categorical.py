@@ -7,7 +7,7 @@ called without autograd. Two facts about the CPU kernels shape the code:
   the same maths written as ``exp(x - max) / sum``, and for C = 2 a single
   ``sigmoid`` of the logit difference is faster still.
 * ``torch.multinomial`` costs tens of milliseconds for large batches; one uniform
-  draw per row compared against the cumulative probabilities (inverse CDF) gives
+  draw per row located among the cumulative probabilities (inverse CDF) gives
   the same distribution at a fraction of the cost.
 """
 
@@ -29,28 +29,63 @@ def full_precision(tensor: Tensor) -> Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
-def softmax(logits: Tensor) -> Tensor:
-    """``softmax(logits, -1)``, using the fastest formulation for the class count."""
+# On CPU a full-size temporary costs more than the arithmetic on it (fresh pages
+# for every large allocation), so row-wise dot products of big tensors go through
+# einsum, which writes no (..., C) temporary.
+_EINSUM_DOT_MIN_ELEMENTS = 1 << 22
+
+
+def softmax(logits: Tensor, tau: float = 1.0) -> Tensor:
+    """``softmax(logits / tau, -1)``, using the fastest formulation for the shape."""
     num_classes = logits.shape[-1]
     if num_classes == 2:
-        first = torch.sigmoid(logits[..., 0] - logits[..., 1])
+        first = torch.sigmoid((logits[..., 0] - logits[..., 1]).mul_(1.0 / tau))
         return torch.stack((first, 1.0 - first), dim=-1)
     if logits.is_cuda or num_classes >= _NATIVE_SOFTMAX_MIN_CLASSES:
-        return torch.softmax(logits, dim=-1)
-    shifted = logits - logits.amax(dim=-1, keepdim=True)
-    exp = shifted.exp_()
+        return torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1)
+    exp = (logits - logits.amax(dim=-1, keepdim=True)).mul_(1.0 / tau).exp_()
     return exp.div_(exp.sum(dim=-1, keepdim=True))
 
 
-def softmax_vjp(probs: Tensor, grad: Tensor, *, overwrite_grad: bool = False) -> Tensor:
-    """``J(p)·g = p ⊙ (g − pᵀg)``: the gradient of softmax at output ``p``.
+def row_dot(a: Tensor, b: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """``Σ_c a·b`` over the last axis, with the axis kept (size 1).
 
-    With ``overwrite_grad`` the result is written into ``grad`` (a temporary the
-    caller no longer needs), which saves an allocation on large batches.
+    ``scratch``, a tensor of the broadcast shape, receives the element-wise
+    product when one is formed, so that no new full-size tensor is allocated.
     """
-    inner = (probs * grad).sum(dim=-1, keepdim=True)
-    centred = grad.sub_(inner) if overwrite_grad else grad - inner
-    return centred.mul_(probs)
+    if a.shape[-1] == 2:  # a reduction over two elements is slow; two products are not
+        return torch.addcmul(a[..., :1] * b[..., :1], a[..., 1:], b[..., 1:])
+    if not a.is_cuda and max(a.numel(), b.numel()) >= _EINSUM_DOT_MIN_ELEMENTS:
+        return torch.einsum("...c,...c->...", a, b).unsqueeze(-1)
+    return torch.mul(a, b, out=scratch).sum(dim=-1, keepdim=True)
+
+
+def softmax_vjp(probs: Tensor, grad: Tensor) -> Tensor:
+    """``J(p)·g = p ⊙ (g − pᵀg)``: the gradient of softmax at output ``p``."""
+    out = torch.empty(torch.broadcast_shapes(probs.shape, grad.shape), dtype=probs.dtype, device=probs.device)
+    inner = row_dot(probs, grad, out)
+    return torch.sub(grad, inner, out=out).mul_(probs)
+
+
+def sample_categorical(probs: Tensor) -> tuple[Tensor, Tensor]:
+    """One draw from ``Cat(probs)`` per row: ``(one_hot, index)``, by inverse CDF.
+
+    ``one_hot`` is exactly one-hot in ``probs``' dtype; ``index`` is ``(..., 1)``
+    int64. One uniform ``u`` per row selects the first class whose cumulative
+    probability reaches ``(1 − u)·total``; ``1 − u`` lies in ``(0, 1]``, so a class
+    of zero probability (a masked logit) is never selected and the index never runs
+    past the last class with positive probability.
+    """
+    uniform = torch.rand(probs.shape[:-1], dtype=probs.dtype, device=probs.device)
+    if probs.shape[-1] == 2:
+        second = uniform < probs[..., 1]
+        one_hot = torch.stack((~second, second), dim=-1).to(probs.dtype)
+        return one_hot, second.unsqueeze(-1).long()
+    cumulative = probs.cumsum(dim=-1)
+    threshold = torch.rsub(uniform, 1.0).unsqueeze_(-1).mul_(cumulative[..., -1:])
+    # The clamp only matters for NaN rows, which get through when validation is off.
+    index = torch.searchsorted(cumulative, threshold).clamp_(max=probs.shape[-1] - 1)
+    return torch.zeros_like(probs).scatter_(-1, index, 1.0), index
 
 
 def standard_exponential(
@@ -65,28 +100,6 @@ def one_hot_argmax(values: Tensor) -> Tensor:
     """The one-hot of ``argmax(values, -1)``, in ``values``' dtype."""
     index = values.argmax(dim=-1, keepdim=True)
     return torch.zeros_like(values).scatter_(-1, index, 1.0)
-
-
-def sample_one_hot(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One exactly one-hot draw from ``Cat(probs)`` per row, by inverse CDF.
-
-    One uniform ``u`` per row selects the first class whose cumulative probability
-    reaches ``(1 − u)·total``; ``1 − u`` lies in ``(0, 1]``, so a class of zero
-    probability (a masked logit) is never selected and the index never runs past
-    the last class with positive probability.
-    """
-    uniform = torch.rand(
-        probs.shape[:-1], dtype=probs.dtype, device=probs.device, generator=generator
-    )
-    if probs.shape[-1] == 2:
-        second = uniform < probs[..., 1]
-        return torch.stack((~second, second), dim=-1).to(probs.dtype)
-    cumulative = probs.cumsum(dim=-1)
-    threshold = torch.rsub(uniform, 1.0).unsqueeze_(-1).mul_(cumulative[..., -1:])
-    reached = (cumulative >= threshold).to(probs.dtype)
-    # The step from "not reached" to "reached" marks the sampled class.
-    reached[..., 1:] -= reached[..., :-1].clone()
-    return reached
 
 
 def check_probabilities(probs: Tensor, estimator: str) -> None:

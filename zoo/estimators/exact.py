@@ -33,7 +33,7 @@ class Exact(ScoreFunctionEstimator):
         self.max_configurations = max_configurations
 
     def configurations(self, logits: Tensor) -> Tensor:
-        """All one-hot configurations of one example: ``(C^L, *variables, C)``."""
+        """Every configuration of one example, as class indices ``(C^L, *variables)``."""
         num_classes = logits.shape[-1]
         variables = tuple(logits.shape[logits.dim() - 1 - self.event_ndim : -1])
         num_variables = math.prod(variables)
@@ -48,8 +48,7 @@ class Exact(ScoreFunctionEstimator):
         # Row r of `digits` writes r in base C, one digit per variable.
         powers = num_classes ** torch.arange(num_variables - 1, -1, -1, device=logits.device)
         digits = torch.arange(count, device=logits.device).unsqueeze(-1) // powers % num_classes
-        one_hot = torch.nn.functional.one_hot(digits, num_classes).to(logits.dtype)
-        return one_hot.reshape(count, *variables, num_classes)
+        return digits.reshape(count, *variables)
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int | None = None) -> Tensor:
         """The exact expected loss, averaged over examples. ``num_samples`` is ignored."""
@@ -60,17 +59,18 @@ class Exact(ScoreFunctionEstimator):
             )
         log_probs = torch.log_softmax(full_precision(logits), dim=-1)
         self.check(log_probs.detach().exp())
-        configurations = self.configurations(logits)
         batch_shape = logits.shape[: logits.dim() - 1 - self.event_ndim]
-        samples = configurations.reshape(
-            len(configurations), *(1,) * len(batch_shape), *configurations.shape[1:]
-        ).expand(len(configurations), *logits.shape)
-        losses = f(samples)
-        batch_ndim = check_losses(self.name, losses, logits, len(configurations))
+        configurations = self.configurations(logits)
+        count = len(configurations)
+        index = configurations.reshape(count, *(1,) * len(batch_shape), *configurations.shape[1:], 1)
+        index = index.expand(count, *logits.shape[:-1], 1)
+        samples = torch.zeros((count, *logits.shape), dtype=logits.dtype, device=logits.device)
+        losses = f(samples.scatter_(-1, index, 1.0))
+        batch_ndim = check_losses(self.name, losses, logits, count)
         if batch_ndim != len(batch_shape):
             raise ValueError(
                 f"exact: f returned losses for batch shape {tuple(losses.shape[1:])}, but "
                 f"with event_ndim={self.event_ndim} the batch shape is {tuple(batch_shape)}."
             )
-        probability = per_example_log_prob(log_probs, samples, batch_ndim).exp()
+        probability = per_example_log_prob(log_probs, index, batch_ndim).exp()
         return (probability * losses).sum(dim=0).mean()

@@ -23,7 +23,7 @@ from torch import Tensor
 from ._base import PathwiseEstimator, straight_through_grad
 from ._categorical import (
     one_hot_argmax,
-    sample_one_hot,
+    sample_categorical,
     softmax,
     softmax_vjp,
     standard_exponential,
@@ -39,7 +39,7 @@ class GumbelSoftmaxST(PathwiseEstimator):
         probs = self.probabilities(logits)
         perturbed = logits - standard_exponential(logits.shape, logits).log_()
         sample = one_hot_argmax(perturbed)
-        return sample, probs, (probs, softmax(perturbed.div_(self.tau)))
+        return sample, probs, (probs, softmax(perturbed, self.tau))
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
         probs, surrogate = saved
@@ -69,8 +69,7 @@ class GappedStraightThrough(PathwiseEstimator):
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
-        sample = sample_one_hot(probs)
-        index = sample.argmax(dim=-1, keepdim=True)
+        sample, index = sample_categorical(probs)
         top = logits.amax(dim=-1, keepdim=True)
         if self.gap is None:
             p = probs.gather(-1, index).clamp_(max=1.0 - self._MAX_PROB_MARGIN)
@@ -78,7 +77,7 @@ class GappedStraightThrough(PathwiseEstimator):
         else:
             gap = self.gap
         moved = torch.minimum(logits, top - gap).scatter_(-1, index, top)
-        return sample, probs, (probs, softmax(moved.div_(self.tau)))
+        return sample, probs, (probs, softmax(moved, self.tau))
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
         probs, surrogate = saved
@@ -120,17 +119,17 @@ class GumbelRaoMonteCarlo(PathwiseEstimator):
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
-        sample = sample_one_hot(probs)
+        sample, index = sample_categorical(probs)
         # Drawn from the global generator, so torch.manual_seed fixes the estimate.
         seed = torch.randint(1 << 62, ())
-        return sample, probs, (probs, sample, seed)
+        return sample, probs, (probs, index, seed)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
-        probs, sample, seed = saved
+        probs, index, seed = saved
         if grad_sample is None:
-            return straight_through_grad(probs, None, tau, None, grad_probs)
+            return softmax_vjp(probs, grad_probs)
         noise = self._noise_chunks(probs, int(seed))
-        grad = conditional_gumbel_vjp_sum(probs, sample, grad_sample, tau, noise)
+        grad = conditional_gumbel_vjp_sum(probs, index, grad_sample, tau, noise)
         grad.mul_(1.0 / (tau * self.num_gumbel_samples))
         if grad_probs is not None:
             grad += softmax_vjp(probs, grad_probs)
@@ -149,22 +148,21 @@ class GumbelRaoMonteCarlo(PathwiseEstimator):
 
 
 def conditional_gumbel_vjp_sum(
-    probs: Tensor, sample: Tensor, grad: Tensor, tau: float, noise: Iterator[Tensor]
+    probs: Tensor, index: Tensor, grad: Tensor, tau: float, noise: Iterator[Tensor]
 ) -> Tensor:
     """``Σ_k J(s_k)·g`` over every draw in ``noise`` (chunks of Exp(1), ``(k, *probs.shape)``).
 
-    With ``i`` the sampled class and ``E`` the exponential noise of one draw, the
-    Gumbel-perturbed logits conditioned on ``argmax = i`` are, up to a constant
-    shift, ``−log E_i`` at ``i`` and ``−log(E_j/π_j + E_i)`` elsewhere;
+    With ``i`` (``index``) the sampled class and ``E`` the exponential noise of one
+    draw, the Gumbel-perturbed logits conditioned on ``argmax = i`` are, up to a
+    constant shift, ``−log E_i`` at ``i`` and ``−log(E_j/π_j + E_i)`` elsewhere;
     ``s_k = softmax(perturbed/τ)``. The sum does not depend on how the draws are
     split into chunks.
     """
-    is_sample = sample.bool()
     total = torch.zeros_like(probs)
     for exponential in noise:
-        at_sample = (exponential * sample).sum(dim=-1, keepdim=True)
-        ratio = exponential.div_(probs).masked_fill_(is_sample, 0.0).add_(at_sample)
-        perturbed = ratio.log_().mul_(-1.0 / tau)
-        surrogate = softmax(perturbed)
+        chunk_index = index.expand(*exponential.shape[:-1], 1)
+        at_sample = exponential.gather(-1, chunk_index)
+        ratio = exponential.div_(probs).scatter_(-1, chunk_index, 0.0).add_(at_sample)
+        surrogate = softmax(ratio.log_().neg_(), tau)
         total += softmax_vjp(surrogate, grad).sum(dim=0)
     return total

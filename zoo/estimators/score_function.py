@@ -11,19 +11,18 @@ import torch
 from torch import Tensor
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses, check_num_samples
-from ._categorical import full_precision, sample_one_hot
+from ._categorical import full_precision, sample_categorical
 
 
-def per_example_log_prob(log_probs: Tensor, samples: Tensor, batch_ndim: int) -> Tensor:
+def per_example_log_prob(log_probs: Tensor, index: Tensor, batch_ndim: int) -> Tensor:
     """``log p(sample)`` per sample and example: ``(S, *batch)``.
 
-    ``log_probs`` is ``(..., C)``; ``samples`` one-hot ``(S, ..., C)``. The log
-    probability of the sampled class is gathered (never multiplied by the one-hot,
-    which would turn masked −inf logits into NaN) and summed over the variables of
-    each example.
+    ``log_probs`` is ``(..., C)``; ``index`` holds the sampled classes
+    ``(S, ..., 1)``. The log probability of the sampled class is gathered (never
+    multiplied by a one-hot, which would turn masked −inf logits into NaN) and
+    summed over the variables of each example.
     """
-    index = samples.argmax(dim=-1, keepdim=True)
-    picked = log_probs.expand(samples.shape).gather(-1, index).squeeze(-1)
+    picked = log_probs.expand(*index.shape[:-1], log_probs.shape[-1]).gather(-1, index).squeeze(-1)
     variable_dims = tuple(range(1 + batch_ndim, picked.dim()))
     return picked.sum(dim=variable_dims) if variable_dims else picked
 
@@ -44,13 +43,14 @@ class ReinforceLeaveOneOut(ScoreFunctionEstimator):
         with torch.no_grad():
             probs = log_probs.exp()
             self.check(probs)
-            samples = sample_one_hot(probs.expand(num_samples, *probs.shape)).to(logits.dtype)
+            samples, index = sample_categorical(probs.expand(num_samples, *probs.shape))
+            samples = samples.to(logits.dtype)
         losses = f(samples)
         batch_ndim = check_losses(self.name, losses, logits, num_samples)
         with torch.no_grad():
             # f_k − mean_{j≠k} f_j = K/(K−1) · (f_k − mean_j f_j)
             advantage = (losses - losses.mean(dim=0)) * (num_samples / (num_samples - 1))
-        log_p = per_example_log_prob(log_probs, samples, batch_ndim)
+        log_p = per_example_log_prob(log_probs, index, batch_ndim)
         surrogate = (advantage * log_p).mean()
         return _with_surrogate(losses.mean(), surrogate)
 

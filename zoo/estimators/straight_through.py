@@ -9,15 +9,11 @@ gradients at both ends), which makes it exact for quadratic losses at τ = 1.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ._base import PathwiseEstimator, straight_through_grad
-from ._categorical import sample_one_hot, softmax, softmax_vjp
-
-
-def _tempered(logits: Tensor, probs: Tensor, tau: float) -> Tensor | None:
-    """``softmax(logits/τ)``, or ``None`` when τ = 1 and it equals ``probs``."""
-    return None if tau == 1.0 else softmax(logits / tau)
+from ._categorical import row_dot, sample_categorical, softmax, softmax_vjp
 
 
 class StraightThrough(PathwiseEstimator):
@@ -27,8 +23,9 @@ class StraightThrough(PathwiseEstimator):
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
-        sample = sample_one_hot(probs)
-        return sample, probs, (probs, _tempered(logits, probs, self.tau))
+        sample, _ = sample_categorical(probs)
+        tempered = None if self.tau == 1.0 else softmax(logits, self.tau)
+        return sample, probs, (probs, tempered)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
         probs, tempered = saved
@@ -52,28 +49,46 @@ class ReinMax(PathwiseEstimator):
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
-        sample = sample_one_hot(probs)
-        return sample, probs, (sample, probs, _tempered(logits, probs, self.tau))
+        sample, _ = sample_categorical(probs)
+        tempered = None if self.tau == 1.0 else softmax(logits, self.tau)
+        if logits.shape[-1] == 2:
+            # Two classes: every softmax Jacobian product is c·(g₁ − g₀)·(−1, 1) for
+            # a per-row c, so the whole rule is one coefficient per row.
+            half = (probs if tempered is None else tempered)[..., 1].add(sample[..., 1]).mul_(0.5)
+            coefficient = half.mul(1.0 - half).mul_(2.0).sub_(probs[..., 0] * probs[..., 1] * 0.5)
+            return sample, probs, (probs, coefficient)
+        # lead = π_τ − ½π; at τ = 1 it is ½π and is not stored.
+        lead = None if tempered is None else tempered.add_(probs, alpha=-0.5)
+        return sample, probs, (sample, probs, lead)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
-        sample, probs, tempered = saved
         if grad_sample is None:
-            return straight_through_grad(probs, None, tau, None, grad_probs)
-        # Expanding 2·J(π_h)·g with π_h = ½(ρ + D), ρ = π_τ, and writing g_i for the
-        # gradient at the sampled class and s = π_hᵀg:
-        #   2·J(π_h)·g = ρ ⊙ (g − s) + D·(g_i − s)
-        # and the remaining term J(π)·h with h = g_π − ½g.
-        rho = probs if tempered is None else tempered
-        grad_at_sample = (grad_sample * sample).sum(dim=-1, keepdim=True)
-        s = (rho * grad_sample).sum(dim=-1, keepdim=True).add_(grad_at_sample).mul_(0.5)
-        h = grad_sample * -0.5
-        if grad_probs is not None:
-            h += grad_probs
-        if tempered is None:
-            # ρ = π: both products with π share one pass.
-            grad = (grad_sample - s).add_(h).sub_((probs * h).sum(dim=-1, keepdim=True))
-            grad.mul_(probs)
+            return softmax_vjp(saved[-2], grad_probs)
+        if grad_sample.shape[-1] == 2:
+            return _binary_grad(*saved, grad_sample, grad_probs)
+        sample, probs, lead = saved
+        # Every full-size intermediate lives in `grad`, the one tensor allocated here.
+        grad = torch.empty_like(grad_sample)
+        at_sample = row_dot(sample, grad_sample, grad)
+        probs_dot = row_dot(probs, grad_sample, grad)
+        if lead is None:
+            # τ = 1: 2·J(π_h)·g − ½·J(π)·g = ½·π ⊙ (g − g_i) + ½·D·(g_i − πᵀg)
+            torch.sub(grad_sample, at_sample, out=grad).mul_(probs)
+            grad.addcmul_(sample, at_sample - probs_dot).mul_(0.5)
         else:
-            grad = (grad_sample - s).mul_(rho)
-            grad += softmax_vjp(probs, h, overwrite_grad=True)
-        return grad.addcmul_(sample, grad_at_sample - s)
+            # With q = π_τ − ½π and s = π_hᵀg = ½(qᵀg + ½πᵀg + g_i):
+            # 2·J(π_h)·g − ½·J(π)·g = q ⊙ (g − s) + ½(πᵀg − s)·π + D·(g_i − s)
+            s = (row_dot(lead, grad_sample, grad) + 0.5 * probs_dot + at_sample).mul_(0.5)
+            torch.sub(grad_sample, s, out=grad).mul_(lead)
+            grad.addcmul_(probs, (probs_dot - s).mul_(0.5)).addcmul_(sample, at_sample - s)
+        if grad_probs is not None:
+            grad += softmax_vjp(probs, grad_probs)
+        return grad
+
+
+def _binary_grad(probs: Tensor, coefficient: Tensor, grad_sample: Tensor, grad_probs: Tensor | None) -> Tensor:
+    """``c·(g₁ − g₀)·(−1, 1) + J(π)·g_π`` for two classes, with ``J(π)·v = π₀π₁(v₁ − v₀)·(−1, 1)``."""
+    step = (grad_sample[..., 1] - grad_sample[..., 0]).mul_(coefficient)
+    if grad_probs is not None:
+        step.addcmul_(probs[..., 0] * probs[..., 1], grad_probs[..., 1] - grad_probs[..., 0])
+    return torch.stack((-step, step), dim=-1)
