@@ -6,8 +6,8 @@ the output is markdown, ready to paste into ``benchmarks/RESULTS.md``.
 What one *step* is
     What a training step asks of an estimator. Leaf logits ``(N, C)`` and a fixed
     random ``weight`` of the same shape and dtype are made once per table; a step
-    resets ``logits.grad = None``, runs ``sample, probs = est(logits)`` and
-    back-propagates ``(sample * weight).sum()``. Every pathwise estimator of
+    runs ``sample, probs = est(logits)``, back-propagates ``(sample * weight).sum()``
+    and resets ``logits.grad = None``. Every pathwise estimator of
     :mod:`zoo.estimators` (with its default options) and the reference, the
     ``reinmax`` PyPI package, run in the same process and at the same ``--tau``.
 
@@ -15,7 +15,8 @@ Time
     After the memory step and one warm-up step, the median wall time of repeated
     steps (synchronised on CUDA). The warm-up step's time sets the number of
     repeats, so that a cell takes about ``Effort.seconds_per_cell``; slow cells
-    (GR-MCK on the largest shape) get a single timed step. Each row shows its count.
+    (GR-MCK on the larger shapes) get a single timed step. Each row shows its count.
+    Every measured estimator and table starts from ``torch.manual_seed(0)``.
 
 Peak memory
     On one separate, untimed step: the most memory allocated at any moment beyond
@@ -95,9 +96,11 @@ def contenders(tau: float) -> dict[str, Pathwise]:
 
 def make_step(estimator: Pathwise, logits: Tensor, weight: Tensor) -> Step:
     def step() -> None:
-        logits.grad = None
         sample, _probs = estimator(logits)
         (sample * weight).sum().backward()
+        # Dropped here rather than before the next step, so that every step (the
+        # memory step included) starts from the inputs alone.
+        logits.grad = None
 
     return step
 
@@ -166,8 +169,8 @@ def peak_mb(step: Step, device: torch.device) -> float:
     return peak / MB
 
 
-def measure(step: Step, device: torch.device, effort: Effort, seed: int = 0) -> Measurement:
-    torch.manual_seed(seed)
+def measure(step: Step, device: torch.device, effort: Effort) -> Measurement:
+    torch.manual_seed(0)
     peak = peak_mb(step, device)
     time_ms, repeats = median_ms(step, device, effort)
     return Measurement(time_ms, peak, repeats)
@@ -206,35 +209,42 @@ def grmck_memory(device: torch.device, tau: float, effort: Effort) -> list[str]:
     logits = torch.randn(shape, device=device, requires_grad=True)
     weight = torch.randn(shape, device=device)
     variants = {"streamed (chunk_size=None)": None, f"materialised (chunk_size={k})": k}
-    results = {
-        name: measure(
-            make_step(
-                get_estimator("grmck", num_gumbel_samples=k, chunk_size=chunk, tau=tau),
-                logits,
-                weight,
-            ),
-            device,
-            effort,
-        )
-        for name, chunk in variants.items()
-    }
+    results = {}
+    for name, chunk in variants.items():
+        estimator = get_estimator("grmck", num_gumbel_samples=k, chunk_size=chunk, tau=tau)
+        results[name] = measure(make_step(estimator, logits, weight), device, effort)
     streamed, materialised = results.values()
-    lines = ["| variant | time (ms) | peak (MB) | repeats |", "|---|--:|--:|--:|"]
-    lines += [
+    rows = [
         f"| {name} | {m.time_ms:.1f} | {m.peak_mb:.1f} | {m.repeats} |"
         for name, m in results.items()
     ]
-    ratio = streamed.peak_mb / materialised.peak_mb
-    lines += ["", f"Streamed / materialised peak memory: {ratio:.1%} (goal: at most 10%)."]
-    return lines
+    return [
+        f"## GR-MCK memory · {device.type} · K={k} · {dims(shape)} float32",
+        "",
+        "| variant | time (ms) | peak (MB) | repeats |",
+        "|---|--:|--:|--:|",
+        *rows,
+        "",
+        f"Streamed / materialised peak memory: {streamed.peak_mb / materialised.peak_mb:.1%} "
+        "(goal: at most 10%).",
+    ]
 
 
-def machine_lines(devices: list[torch.device]) -> list[str]:
+def dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape))
+
+
+def header(devices: list[torch.device], tau: float) -> list[str]:
     gpu = torch.cuda.get_device_name() if any(d.type == "cuda" for d in devices) else "none"
     return [
+        "# Estimator benchmark",
+        "",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
         f"- CPU: {cpu_model()}; torch.get_num_threads() = {torch.get_num_threads()}",
         f"- torch {torch.__version__}; GPU: {gpu}",
+        f"- tau = {tau}; one step = forward + backward of `(sample * weight).sum()`",
+        "- time: median wall time of a step; peak: most memory allocated during a step "
+        "beyond its inputs (MB = 1e6 bytes)",
     ]
 
 
@@ -251,7 +261,8 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     try:
         shapes = [tuple(int(size) for size in item.split("x")) for item in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shapes look like 3000x10,65536x2; got {text!r}")
+        message = f"shapes look like 3000x10,65536x2; got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
     if any(len(shape) < 2 or min(shape) < 1 for shape in shapes):
         raise argparse.ArgumentTypeError(f"each shape needs >= 2 positive sizes; got {text!r}")
     return shapes
@@ -260,7 +271,7 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
 def parse_tau(text: str) -> float:
     tau = float(text)
     if not 1.0 <= tau < float("inf"):
-        raise argparse.ArgumentTypeError(f"ReinMax (ours and the reference) needs tau >= 1; got {tau}")
+        raise argparse.ArgumentTypeError(f"ReinMax (ours and PyPI's) needs tau >= 1; got {tau}")
     return tau
 
 
@@ -279,25 +290,29 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def selected_devices(choice: str) -> list[torch.device]:
+    cuda = [torch.device("cuda")] if torch.cuda.is_available() else []
+    return {"cpu": [torch.device("cpu")], "cuda": cuda, "all": [torch.device("cpu"), *cuda]}[choice]
+
+
 def main() -> None:
     args = parse_args()
-    cuda = ["cuda"] if torch.cuda.is_available() else []
-    devices = [torch.device(d) for d in {"cpu": ["cpu"], "cuda": cuda, "all": ["cpu", *cuda]}[args.device]]
+    devices = selected_devices(args.device)
     dtypes = list(DTYPES.values()) if args.dtype == "all" else [DTYPES[args.dtype]]
     effort = QUICK if args.quick else FULL
     if torch.device("cpu") in devices:
         check_cpu_peak()
 
-    print("# Estimator benchmark\n", *machine_lines(devices), f"- tau = {args.tau}", sep="\n")
+    print(*header(devices, args.tau), sep="\n")
     for device in devices:
         for dtype in dtypes:
             for shape in args.shapes:
-                title = f"{device.type} · {str(dtype).removeprefix('torch.')} · {'×'.join(map(str, shape))}"
+                dtype_name = str(dtype).removeprefix("torch.")
                 table = format_table(benchmark(shape, dtype, device, args.tau, effort))
-                print(f"\n## {title}\n", *table, sep="\n", flush=True)
+                title = f"## {device.type} · {dtype_name} · {dims(shape)}"
+                print(f"\n{title}\n", *table, sep="\n", flush=True)
     for device in devices:
-        section = grmck_memory(device, args.tau, effort)
-        print(f"\n## GR-MCK memory · {device.type} · K=1000 · 512×128×2 float32\n", *section, sep="\n")
+        print("", *grmck_memory(device, args.tau, effort), sep="\n", flush=True)
 
 
 if __name__ == "__main__":

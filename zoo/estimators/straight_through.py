@@ -56,17 +56,18 @@ class ReinMax(PathwiseEstimator):
             # a per-row c, so the whole rule is one coefficient per row.
             half = (probs if tempered is None else tempered)[..., 1].add(sample[..., 1]).mul_(0.5)
             coefficient = half.mul(1.0 - half).mul_(2.0).sub_(probs[..., 0] * probs[..., 1] * 0.5)
-            return sample, probs, (probs, coefficient)
+            return sample, probs, (sample, probs, coefficient)
         # lead = π_τ − ½π; at τ = 1 it is ½π and is not stored.
         lead = None if tempered is None else tempered.add_(probs, alpha=-0.5)
         return sample, probs, (sample, probs, lead)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
-        if grad_sample is None:
-            return softmax_vjp(saved[-2], grad_probs)
-        if grad_sample.shape[-1] == 2:
-            return _binary_grad(*saved, grad_sample, grad_probs)
+        # The third saved tensor is the per-row coefficient for two classes, else `lead`.
         sample, probs, lead = saved
+        if grad_sample is None:
+            return softmax_vjp(probs, grad_probs)
+        if grad_sample.shape[-1] == 2:
+            return _binary_grad(probs, lead, grad_sample, grad_probs)
         # Every full-size intermediate lives in `grad`, the one tensor allocated here.
         grad = torch.empty_like(grad_sample)
         at_sample = row_dot(sample, grad_sample, grad)
