@@ -13,9 +13,11 @@ What one *step* is
 
 Time
     After the memory step and one warm-up step, the median wall time of repeated
-    steps (synchronised on CUDA). The warm-up step's time sets the number of
-    repeats, so that a cell takes about ``Effort.seconds_per_cell``; slow cells
-    (GR-MCK on the larger shapes) get a single timed step. Each row shows its count.
+    steps (synchronised on CUDA), taken round-robin over the contenders so that a
+    change in the machine's load affects them all alike. The warm-up step's time
+    sets each contender's number of repeats, so that a cell takes about
+    ``Effort.seconds_per_cell``; slow cells (GR-MCK on the larger shapes) get a
+    single timed step. Each row shows its count.
     Every measured estimator and table starts from ``torch.manual_seed(0)``.
 
 Peak memory
@@ -118,12 +120,8 @@ def seconds(step: Step, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def median_ms(step: Step, device: torch.device, effort: Effort) -> tuple[float, int]:
-    """The median time of repeated steps after one warm-up, and the repeat count."""
-    warm_up = seconds(step, device)
-    repeats = min(effort.max_repeats, max(1, round(effort.seconds_per_cell / warm_up)))
-    times = [seconds(step, device) for _ in range(repeats)]
-    return 1e3 * statistics.median(times), repeats
+def repeat_count(warm_up_seconds: float, effort: Effort) -> int:
+    return min(effort.max_repeats, max(1, round(effort.seconds_per_cell / warm_up_seconds)))
 
 
 def cuda_peak_bytes(step: Step, device: torch.device) -> int:
@@ -169,11 +167,26 @@ def peak_mb(step: Step, device: torch.device) -> float:
     return peak / MB
 
 
-def measure(step: Step, device: torch.device, effort: Effort) -> Measurement:
-    torch.manual_seed(0)
-    peak = peak_mb(step, device)
-    time_ms, repeats = median_ms(step, device, effort)
-    return Measurement(time_ms, peak, repeats)
+def measure(steps: dict[str, Step], device: torch.device, effort: Effort) -> dict[str, Measurement]:
+    """Each step's peak memory, then its median time over repeats taken round-robin.
+
+    Interleaving the contenders' repeats spreads any drift in the machine's load
+    evenly over them, so that the ratios between them stay meaningful.
+    """
+    peaks = {}
+    for name, step in steps.items():
+        torch.manual_seed(0)
+        peaks[name] = peak_mb(step, device)
+    repeats = {name: repeat_count(seconds(step, device), effort) for name, step in steps.items()}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(max(repeats.values())):
+        for name, step in steps.items():
+            if round_index < repeats[name]:
+                times[name].append(seconds(step, device))
+    return {
+        name: Measurement(1e3 * statistics.median(times[name]), peaks[name], repeats[name])
+        for name in steps
+    }
 
 
 def benchmark(
@@ -182,10 +195,8 @@ def benchmark(
     torch.manual_seed(0)
     logits = torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
     weight = torch.randn(shape, dtype=dtype, device=device)
-    return {
-        name: measure(make_step(estimator, logits, weight), device, effort)
-        for name, estimator in contenders(tau).items()
-    }
+    steps = {name: make_step(estimator, logits, weight) for name, estimator in contenders(tau).items()}
+    return measure(steps, device, effort)
 
 
 def format_table(results: dict[str, Measurement]) -> list[str]:
@@ -209,10 +220,13 @@ def grmck_memory(device: torch.device, tau: float, effort: Effort) -> list[str]:
     logits = torch.randn(shape, device=device, requires_grad=True)
     weight = torch.randn(shape, device=device)
     variants = {"streamed (chunk_size=None)": None, f"materialised (chunk_size={k})": k}
-    results = {}
-    for name, chunk in variants.items():
-        estimator = get_estimator("grmck", num_gumbel_samples=k, chunk_size=chunk, tau=tau)
-        results[name] = measure(make_step(estimator, logits, weight), device, effort)
+    steps = {
+        name: make_step(
+            get_estimator("grmck", num_gumbel_samples=k, chunk_size=chunk, tau=tau), logits, weight
+        )
+        for name, chunk in variants.items()
+    }
+    results = measure(steps, device, effort)
     streamed, materialised = results.values()
     rows = [
         f"| {name} | {m.time_ms:.1f} | {m.peak_mb:.1f} | {m.repeats} |"
