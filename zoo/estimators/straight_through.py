@@ -49,39 +49,39 @@ class ReinMax(PathwiseEstimator):
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
-        sample, _ = sample_categorical(probs)
+        sample, index = sample_categorical(probs)
         tempered = None if self.tau == 1.0 else softmax(logits, self.tau)
         if logits.shape[-1] == 2:
             # Two classes: every softmax Jacobian product is c·(g₁ − g₀)·(−1, 1) for
             # a per-row c, so the whole rule is one coefficient per row.
             half = (probs if tempered is None else tempered)[..., 1].add(sample[..., 1]).mul_(0.5)
             coefficient = half.mul(1.0 - half).mul_(2.0).sub_(probs[..., 0] * probs[..., 1] * 0.5)
-            return sample, probs, (sample, probs, coefficient)
+            return sample, probs, (index, probs, coefficient)
         # lead = π_τ − ½π; at τ = 1 it is ½π and is not stored.
         lead = None if tempered is None else tempered.add_(probs, alpha=-0.5)
-        return sample, probs, (sample, probs, lead)
+        return sample, probs, (index, probs, lead)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
         # The third saved tensor is the per-row coefficient for two classes, else `lead`.
-        sample, probs, lead = saved
+        index, probs, lead = saved
         if grad_sample is None:
             return softmax_vjp(probs, grad_probs)
         if grad_sample.shape[-1] == 2:
             return _binary_grad(probs, lead, grad_sample, grad_probs)
         # Every full-size intermediate lives in `grad`, the one tensor allocated here.
         grad = torch.empty_like(grad_sample)
-        at_sample = row_dot(sample, grad_sample, grad)
+        at_sample = grad_sample.gather(-1, index)
         probs_dot = row_dot(probs, grad_sample, grad)
         if lead is None:
             # τ = 1: 2·J(π_h)·g − ½·J(π)·g = ½·π ⊙ (g − g_i) + ½·D·(g_i − πᵀg)
             torch.sub(grad_sample, at_sample, out=grad).mul_(probs)
-            grad.addcmul_(sample, at_sample - probs_dot).mul_(0.5)
+            grad.scatter_add_(-1, index, at_sample - probs_dot).mul_(0.5)
         else:
             # With q = π_τ − ½π and s = π_hᵀg = ½(qᵀg + ½πᵀg + g_i):
             # 2·J(π_h)·g − ½·J(π)·g = q ⊙ (g − s) + ½(πᵀg − s)·π + D·(g_i − s)
             s = (row_dot(lead, grad_sample, grad) + 0.5 * probs_dot + at_sample).mul_(0.5)
             torch.sub(grad_sample, s, out=grad).mul_(lead)
-            grad.addcmul_(probs, (probs_dot - s).mul_(0.5)).addcmul_(sample, at_sample - s)
+            grad.addcmul_(probs, (probs_dot - s).mul_(0.5)).scatter_add_(-1, index, at_sample - s)
         if grad_probs is not None:
             grad += softmax_vjp(probs, grad_probs)
         return grad
