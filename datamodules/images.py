@@ -1,0 +1,479 @@
+"""MNIST, Fashion-MNIST and Omniglot as flat 28×28 images in [0, 1], for the VAEs.
+
+Splits, as in the VAE experiments of the ReinMax paper:
+
+* ``val_size=0`` (the default, as in the categorical-VAE table: 60k train / 10k test):
+  train is the whole training set and the *validation loader serves the test split*,
+  so the ``val`` metrics Lightning logs are test metrics. The paper reports the
+  training −ELBO and a test −ELBO; there is no model selection to leak into.
+* ``val_size=n > 0``: train is ``train[:-n]`` and validation ``train[-n:]`` (the
+  Bernoulli VAE uses 10,000: ``train[:50000]`` / ``train[50000:]``).
+* The test loader always serves the test split.
+
+Binarization: ``"none"`` keeps grey levels (the categorical VAE's BCE on [0, 1]);
+``"dynamic"`` draws a fresh ``x = 1[U < pixel]`` for every training batch, as the
+Bernoulli VAE does, while validation and test images are binarized once, in
+:meth:`ImageDataModule.setup`, with the fixed seed ``EVAL_BINARIZATION_SEED``, so that
+evaluation is deterministic and comparable between runs.
+
+These data sets fit in (GPU) memory, so each split is kept as one tensor on the
+trainer's device and batched by indexing (:class:`TensorBatches`): no DataLoader
+workers, no per-example collation, and Lightning's batch transfer is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pickle
+import socket
+from http.client import HTTPException
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torchvision
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor, resize
+
+from .idx import read_idx
+
+__all__ = [
+    "BINARIZATIONS",
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "DEBIAN_FASHION_MNIST",
+    "DEFAULT_DATA_DIR",
+    "DOWNLOAD_TIMEOUT_S",
+    "EVAL_BINARIZATION_SEED",
+    "IMAGE_SHAPE",
+    "SYSTEM_DATA_DIRS",
+    "DataUnavailableError",
+    "ImageDataModule",
+    "TensorBatches",
+]
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("mnist", "fashion-mnist", "omniglot")
+BINARIZATIONS = ("none", "dynamic")
+IMAGE_SHAPE = (1, 28, 28)
+
+#: Where data goes when ``data_dir`` is not given: ``$DISCRETE_ZOO_DATA``, else this.
+DATA_DIR_ENV = "DISCRETE_ZOO_DATA"
+DEFAULT_DATA_DIR = Path("~/.cache/discrete-zoo/data")
+
+#: Where ``apt-get install dataset-fashion-mnist`` (Debian/Ubuntu) puts the IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+#: Directories where system packages install a data set; searched after ``data_dir``.
+SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {"fashion-mnist": (DEBIAN_FASHION_MNIST,)}
+
+#: Seconds a download may wait on a silent socket. torchvision sets no timeout, so
+#: behind a firewall that drops packets each attempt would hang for minutes; with this,
+#: MNIST's two mirrors give up after about 20 s.
+DOWNLOAD_TIMEOUT_S = 10.0
+
+#: Seed of the once-per-setup binarization of validation and test images.
+EVAL_BINARIZATION_SEED = 0
+
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "omniglot": "Omniglot"}
+# torchvision's class for each IDX data set; it downloads into data_dir/<class name>/raw.
+_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_IDX_IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+_OMNIGLOT_CACHE = "omniglot28"
+_OMNIGLOT_TORCHVISION_FILES = ("images_background.zip", "images_evaluation.zip")
+_SPLITS = ("train", "test")
+# Errors a failed download raises: URLError and socket timeouts are OSErrors; torchvision
+# turns failed mirrors and checksum mismatches into RuntimeErrors.
+_DOWNLOAD_ERRORS = (OSError, RuntimeError, HTTPException)
+
+
+class DataUnavailableError(FileNotFoundError):
+    """No local copy of a data set was found and it could not be downloaded."""
+
+
+class TensorBatches:
+    """The rows of one tensor in batches, cut by indexing: a DataLoader for data in memory.
+
+    Each iteration is one epoch; batches are ``data[indices]`` (no labels). With
+    ``shuffle``, epoch ``e`` uses the permutation of a generator seeded with
+    ``seed + e``; ``seed=None`` draws the seed from torch's global RNG here, so
+    ``torch.manual_seed``/``seed_everything`` make the order reproducible, and ranks
+    given the same seed agree on it. ``binarize`` replaces each batch by a fresh
+    Bernoulli draw with the pixels as probabilities.
+
+    Like ``DistributedSampler``, rank ``r`` of ``world_size`` takes every
+    ``world_size``-th index of the epoch's order from ``r``, after the order is padded
+    by wrapping around to a multiple of ``world_size``: the shares are disjoint but for
+    the padding, and every rank gets the same number of batches (the collectives of
+    DDP need that). The last batch may be smaller (``drop_last=False``).
+    """
+
+    def __init__(
+        self,
+        data: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        binarize: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        if data.dim() == 0 or len(data) == 0:
+            raise ValueError(
+                "TensorBatches needs at least one example, "
+                f"got a tensor of shape {tuple(data.shape)}."
+            )
+        if batch_size <= 0:
+            raise ValueError(
+                f"TensorBatches: batch_size must be a positive integer, got {batch_size}."
+            )
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"TensorBatches: need world_size >= 1 and 0 <= rank < world_size, "
+                f"got rank={rank}, world_size={world_size}."
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.binarize = binarize
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = _draw_seed() if seed is None and shuffle else seed
+        #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
+        #: so Lightning's check that the object is iterable does not skip an order.
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self._share_size() / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        share = self._epoch_order()[self.rank :: self.world_size].to(self.data.device)
+        for start in range(0, len(share), self.batch_size):
+            batch = self.data[share[start : start + self.batch_size]]
+            yield torch.bernoulli(batch) if self.binarize else batch
+
+    def _share_size(self) -> int:
+        return math.ceil(len(self.data) / self.world_size)
+
+    def _epoch_order(self) -> Tensor:
+        size = len(self.data)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(size, generator=generator)
+        else:
+            order = torch.arange(size)
+        self.epoch += 1
+        padded = self._share_size() * self.world_size
+        return order.repeat(math.ceil(padded / size))[:padded]
+
+
+class ImageDataModule(LightningDataModule):
+    """MNIST, Fashion-MNIST or Omniglot as ``(B, 784)`` float32 batches in [0, 1].
+
+    See the module docstring for the splits and binarization. ``prepare_data`` (run by
+    Lightning on one process per node) finds a local copy or downloads one into
+    ``data_dir``; IDX files are looked for, in order, directly in ``data_dir`` (one data
+    set per folder: the names are the same for MNIST and Fashion-MNIST), in torchvision's
+    layout ``data_dir/MNIST/raw`` or ``data_dir/FashionMNIST/raw``, and in
+    ``SYSTEM_DATA_DIRS``. Only the image files are needed (labels are not used), each
+    either gzip-compressed (``.gz``) or not.
+
+    Attached to a trainer, every loader gives each rank its share of the split (see
+    :class:`TensorBatches`); under DDP, evaluation thus counts up to ``world_size − 1``
+    wrapped-around examples twice, as Lightning's ``DistributedSampler`` would.
+
+    Omniglot is torchvision's: its background set (19,280 images) is the training set
+    and its evaluation set (13,180) the test set, each 105×105 image resized to 28×28
+    with antialiasing and inverted so strokes are 1 and the background 0, as in MNIST.
+    The converted images are cached in ``data_dir/omniglot28/{train,test}.pt``. This is
+    *not* the 28×28 split of Burda et al. (24,345 / 8,070) that the paper used, so
+    Omniglot numbers are not directly comparable with the published ones.
+    """
+
+    DATASETS = DATASETS
+    image_shape = IMAGE_SHAPE
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        data_dir: str | None = None,
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        binarize: str = "none",
+        val_size: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise ValueError(f"unknown data set {name!r}; valid data sets: {', '.join(DATASETS)}.")
+        for argument, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{argument} must be a positive integer, got {value!r}.")
+        if binarize not in BINARIZATIONS:
+            raise ValueError(
+                f"unknown binarize={binarize!r}; valid values: {', '.join(BINARIZATIONS)}."
+            )
+        if not isinstance(val_size, int) or val_size < 0:
+            raise ValueError(
+                "val_size must be an integer >= 0 (0 validates on the test split), "
+                f"got {val_size!r}."
+            )
+        self.save_hyperparameters()
+        self.dataset = name
+        data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.binarize = binarize
+        self.val_size = val_size
+        self.download = download
+        self.splits: dict[str, Tensor] = {}
+
+    def prepare_data(self) -> None:
+        """Make sure a local copy exists: find one, else download one into ``data_dir``."""
+        if self.dataset == "omniglot":
+            self._prepare_omniglot()
+            return
+        if self._find_idx_files() is not None:
+            return
+        if not self.download:
+            raise self._unavailable("no local copy was found and download=False")
+        dataset_class = getattr(torchvision.datasets, _TORCHVISION_CLASSES[self.dataset])
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                # One call fetches all four files, the test split's included.
+                dataset_class(self.data_dir, train=True, download=True)
+        except _DOWNLOAD_ERRORS as err:
+            raise self._unavailable(f"no local copy was found and {_describe(err)}") from err
+        if self._find_idx_files() is None:
+            raise self._unavailable("the download finished but left no image files")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the splits once; move them to the trainer's device whenever attached to one."""
+        if not self.splits:
+            self.splits = self._load_splits()
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.splits = {split: images.to(device) for split, images in self.splits.items()}
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        """The validation split, or the test split when ``val_size=0``."""
+        return self._batches("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size)
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+        if not self.splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for batches.")
+        rank, world_size, seed = 0, 1, None
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            if shuffle:
+                # Every rank must shuffle with the same permutation for the shares to be disjoint.
+                seed = self.trainer.strategy.broadcast(_draw_seed(), src=0)
+        return TensorBatches(
+            self.splits[split],
+            batch_size,
+            shuffle=shuffle,
+            binarize=split == "train" and self.binarize == "dynamic",
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
+
+    def _load_splits(self) -> dict[str, Tensor]:
+        train, test = (_to_unit_interval(images) for images in self._load_uint8())
+        if self.val_size >= len(train):
+            raise ValueError(
+                f"val_size must be smaller than the training set of {_TITLES[self.dataset]} "
+                f"({len(train)} images), got {self.val_size}."
+            )
+        if self.binarize == "dynamic":
+            test = _fixed_binarization(test)
+        if self.val_size == 0:
+            return {"train": train, "val": test, "test": test}
+        val = train[-self.val_size :]
+        if self.binarize == "dynamic":
+            val = _fixed_binarization(val)
+        return {"train": train[: -self.val_size], "val": val, "test": test}
+
+    def _load_uint8(self) -> tuple[Tensor, Tensor]:
+        """The training and test images, uint8 ``(N, 28, 28)``."""
+        if self.dataset == "omniglot":
+            if not self._omniglot_cached():
+                raise self._unavailable(_NOT_PREPARED)
+            train, test = self._omniglot_cache_files()
+            return _load_omniglot_cache(train), _load_omniglot_cache(test)
+        files = self._find_idx_files()
+        if files is None:
+            raise self._unavailable(_NOT_PREPARED)
+        return _read_images(files[0]), _read_images(files[1])
+
+    # Finding local copies.
+
+    def _idx_places(self) -> list[Path]:
+        raw = self.data_dir / _TORCHVISION_CLASSES[self.dataset] / "raw"
+        return [self.data_dir, raw, *SYSTEM_DATA_DIRS.get(self.dataset, ())]
+
+    def _find_idx_files(self) -> tuple[Path, Path] | None:
+        """The training and test image files of the first place that has both."""
+        for place in self._idx_places():
+            files = [_find_file(place, name) for name in _IDX_IMAGE_FILES]
+            if None not in files:
+                return files[0], files[1]
+        return None
+
+    def _omniglot_cache_files(self) -> list[Path]:
+        return [self.data_dir / _OMNIGLOT_CACHE / f"{split}.pt" for split in _SPLITS]
+
+    def _omniglot_cached(self) -> bool:
+        return all(path.is_file() for path in self._omniglot_cache_files())
+
+    def _prepare_omniglot(self) -> None:
+        """Build the 28×28 cache from torchvision's Omniglot, downloading it if allowed."""
+        if self._omniglot_cached():
+            return
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                sources = [
+                    torchvision.datasets.Omniglot(
+                        self.data_dir, background=split == "train", download=self.download
+                    )
+                    for split in _SPLITS
+                ]
+        except _DOWNLOAD_ERRORS as err:
+            failure = _describe(err) if self.download else "download=False"
+            raise self._unavailable(f"no local copy was found and {failure}") from err
+        log.info("Converting Omniglot to 28×28 into %s (once).", self.data_dir / _OMNIGLOT_CACHE)
+        (self.data_dir / _OMNIGLOT_CACHE).mkdir(parents=True, exist_ok=True)
+        for source, path in zip(sources, self._omniglot_cache_files()):
+            temporary = path.with_suffix(".tmp")
+            torch.save(_omniglot_28x28(source), temporary)
+            temporary.replace(path)  # atomic: an interrupted conversion leaves no cache
+
+    def _unavailable(self, reason: str) -> DataUnavailableError:
+        title = _TITLES[self.dataset]
+        if self.dataset == "omniglot":
+            downloads = self.data_dir / "omniglot-py"
+            searched = self._omniglot_cache_files()
+            searched += [downloads / name for name in _OMNIGLOT_TORCHVISION_FILES]
+            wanted = "omniglot-py/images_background.zip and images_evaluation.zip in it"
+        else:
+            searched = self._idx_places()
+            wanted = "the IDX files " + " and ".join(f"{name}[.gz]" for name in _IDX_IMAGE_FILES)
+        remedies = [f"pass --data-dir (data_dir=...) pointing at a folder with {wanted}"]
+        if self.dataset == "fashion-mnist":
+            remedies.append(
+                "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+                f"which puts the files in {DEBIAN_FASHION_MNIST}"
+            )
+        else:
+            remedies.append(
+                "use --data fashion-mnist after `apt-get install dataset-fashion-mnist` "
+                "(Debian/Ubuntu), which needs no download"
+            )
+        remedies.append(
+            f"connect to the network and run again: the files are downloaded into {self.data_dir}"
+        )
+        return DataUnavailableError(
+            f"{title} is not available: {reason}.\nLooked in:\n"
+            + "".join(f"  {place}\n" for place in searched)
+            + "To fix it, do one of these:\n"
+            + "".join(f"  - {remedy}\n" for remedy in remedies)
+        )
+
+
+_MAX_ERROR_CHARS = 300
+_NOT_PREPARED = "no local copy was found; prepare_data() downloads one (Trainer.fit calls it)"
+
+
+def _find_file(folder: Path, name: str) -> Path | None:
+    """``folder/name``, or else ``folder/name.gz``, whichever is a file first."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_images(path: Path) -> Tensor:
+    images = read_idx(path)
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise ValueError(
+            f"{path} holds a {images.dtype} tensor of shape {tuple(images.shape)}, not 28×28 "
+            "uint8 images (N, 28, 28); point data_dir at the image files of the data set."
+        )
+    return images
+
+
+def _load_omniglot_cache(path: Path) -> Tensor:
+    problem = f"{path} is not a valid Omniglot 28×28 cache"
+    remedy = "delete it and run prepare_data() again to rebuild it"
+    try:
+        images = torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{problem} ({err}); {remedy}.") from err
+    if not (
+        isinstance(images, Tensor)
+        and images.dtype == torch.uint8
+        and images.dim() == 3
+        and tuple(images.shape[1:]) == (28, 28)
+    ):
+        raise ValueError(f"{problem} (expected a uint8 tensor (N, 28, 28)); {remedy}.")
+    return images
+
+
+def _omniglot_28x28(dataset: torchvision.datasets.Omniglot) -> Tensor:
+    """torchvision's Omniglot images, 105×105 PIL, as uint8 ``(N, 28, 28)``, strokes bright."""
+    chunk = 1024  # resize in chunks: the full-size images of a set would take 200 MB
+    resized = []
+    for start in range(0, len(dataset), chunk):
+        stop = min(start + chunk, len(dataset))
+        images = torch.stack([pil_to_tensor(dataset[index][0]) for index in range(start, stop)])
+        resized.append(resize(images, [28, 28], antialias=True))
+    images = torch.cat(resized).squeeze(1)
+    # Omniglot draws dark strokes on white; MNIST-like models expect the opposite.
+    return 255 - images if images.float().mean() > 127.5 else images
+
+
+def _to_unit_interval(images: Tensor) -> Tensor:
+    """uint8 ``(N, 28, 28)`` → float32 ``(N, 784)`` in [0, 1]."""
+    return images.reshape(len(images), -1).float().div_(255)
+
+
+def _fixed_binarization(images: Tensor) -> Tensor:
+    generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+    return torch.bernoulli(images, generator=generator)
+
+
+def _draw_seed() -> int:
+    """A seed from torch's global RNG, so ``seed_everything`` fixes what it seeds."""
+    return int(torch.randint(1 << 62, ()).item())
+
+
+def _describe(err: BaseException) -> str:
+    """A one-line account of a download error; the full one is chained as the cause."""
+    text = " ".join(str(err).split())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 1] + "…"
+    return f"the download failed ({type(err).__name__}: {text})"
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets opened inside the block a timeout; torchvision's downloads set none."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)

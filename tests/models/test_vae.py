@@ -1,0 +1,121 @@
+"""The categorical VAE with every registered estimator."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from zoo.estimators import list_estimators
+from zoo.models import CategoricalVAE, get_model_class, list_models
+
+INPUT_SIZE = 784
+
+# The smallest setting each estimator accepts: DisARM needs binary latents, exact
+# enumeration a small code space, score-function estimators two samples.
+SETTINGS = {
+    "disarm": dict(categories=2, latents=4, num_samples=2),
+    "exact": dict(categories=3, latents=2),
+    "reinforce": dict(categories=4, latents=3, num_samples=3),
+}
+
+
+def small_vae(estimator: str, **overrides) -> CategoricalVAE:
+    settings = dict(categories=4, latents=3, hidden_sizes=(16, 8), estimator=estimator)
+    settings.update(SETTINGS.get(estimator, {}))
+    settings.update(overrides)
+    return CategoricalVAE(**settings)
+
+
+def images(batch: int = 6) -> torch.Tensor:
+    return torch.rand(batch, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+
+
+def loader(count: int, batch: int) -> DataLoader:
+    """Batches of images as plain tensors, as the image DataModule yields them."""
+    return DataLoader(images(count), batch_size=batch)
+
+
+def quiet_trainer(tmp_path, **settings) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path, **settings)
+
+
+def test_the_registry_knows_the_vae():
+    assert "vae" in list_models() and get_model_class("vae") is CategoricalVAE
+    with pytest.raises(ValueError, match="unknown model 'vea'; valid models: .*vae"):
+        get_model_class("vea")
+
+
+@pytest.mark.parametrize("estimator", list_estimators())
+def test_every_estimator_trains_every_parameter(estimator):
+    model = small_vae(estimator)
+    terms = model.loss_terms(images())
+    assert set(terms) == {"neg_elbo", "reconstruction", "kl"}
+    assert all(value.dim() == 0 and torch.isfinite(value) for value in terms.values())
+    terms["neg_elbo"].backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("estimator", list_estimators())
+def test_fast_dev_run_with_every_estimator(estimator, tmp_path):
+    model = small_vae(estimator)
+    trainer = quiet_trainer(tmp_path, fast_dev_run=True)
+    trainer.fit(model, train_dataloaders=loader(10, 5), val_dataloaders=loader(10, 5))
+    assert trainer.state.finished and trainer.global_step == 1
+
+
+def test_kl_is_zero_at_the_uniform_posterior_and_matches_the_formula():
+    model = small_vae("reinmax")
+    uniform = torch.zeros(2, 3, 4)
+    torch.testing.assert_close(model.kl_to_uniform(uniform), torch.zeros(2), atol=1e-6, rtol=0)
+    logits = torch.randn(2, 3, 4)
+    q = logits.softmax(-1)
+    expected = (q * (q.log() - math.log(1 / 4))).sum((-1, -2))
+    torch.testing.assert_close(model.kl_to_uniform(logits), expected)
+
+
+def test_neg_elbo_is_reconstruction_plus_kl():
+    torch.manual_seed(0)
+    model = small_vae("st")
+    terms = model.loss_terms(images())
+    torch.testing.assert_close(terms["neg_elbo"], terms["reconstruction"] + terms["kl"])
+
+
+def test_reconstructions_and_prior_samples_are_pixel_probabilities():
+    model = small_vae("reinmax")
+    for pixels in (model.reconstruct(images(3)), model.generate(5)):
+        assert pixels.shape[-1] == INPUT_SIZE and ((pixels >= 0) & (pixels <= 1)).all()
+
+
+def test_hyperparameters_are_plain_values_and_reload_with_weights_only(tmp_path):
+    model = small_vae("grmck", estimator_options={"num_gumbel_samples": 7}, tau=0.7)
+    trainer = quiet_trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(model, train_dataloaders=loader(4, 4))
+    path = tmp_path / "vae.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)  # nothing but plain values inside
+    assert checkpoint["hyper_parameters"]["hidden_sizes"] == [16, 8]
+    restored = CategoricalVAE.load_from_checkpoint(path, weights_only=True)
+    assert restored.estimator.name == "grmck" and restored.estimator.num_gumbel_samples == 7
+    assert restored.estimator.tau == 0.7
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[name], value)
+
+
+def test_tau_reaches_only_estimators_that_have_one():
+    assert small_vae("reinmax", tau=1.5).estimator.tau == 1.5
+    small_vae("reinforce", tau=1.5)  # no temperature: tau is not passed on
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="reinmax: temperature tau=0.5 is out of range"):
+        small_vae("reinmax", tau=0.5)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; valid optimizers: adam, radam"):
+        small_vae("st", optimizer="sgd").configure_optimizers()
+    with pytest.raises(ValueError, match="categories >= 2"):
+        small_vae("st", categories=1)

@@ -1,0 +1,131 @@
+"""train.py as a user runs it: a subprocess on small generated IDX files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from datamodules.idx import write_idx
+from zoo.estimators import list_estimators
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_MODEL = ["--latents", "3", "--categories", "4", "--model-arg", "hidden_sizes=[16, 8]"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A tiny MNIST-format data set: 60 training and 20 test images."""
+    folder = tmp_path_factory.mktemp("idx")
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
+                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
+                  torch.randint(10, (count,), generator=generator, dtype=torch.uint8))
+    return folder
+
+
+def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def small_run(data_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return train("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
+                 "--accelerator", "cpu", "--devices", "1", "--batch-size", "20", *SMALL_MODEL, *extra)
+
+
+def test_help_lists_models_estimators_and_data_sets():
+    result = train("--help")
+    assert result.returncode == 0
+    for name in [*list_estimators(), "vae", "mnist", "fashion-mnist", "omniglot"]:
+        assert name in result.stdout
+
+
+def test_a_short_run_writes_config_events_and_checkpoints_then_resumes(data_dir, tmp_path):
+    first = small_run(data_dir, tmp_path, "--max-steps", "2", "--estimator", "st", "--tau", "1.0")
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "vae-mnist-st" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["estimator"] == "st" and config["tau"] == 1.0 and config["max_steps"] == 2
+    assert config["model_options"] == {"hidden_sizes": [16, 8]} and "torch" in config["versions"]
+    assert list(run.glob("events.out.tfevents.*"))
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2 and last["optimizer_states"]
+
+    resumed = small_run(data_dir, tmp_path, "--max-steps", "5", "--estimator", "st", "--tau", "1.0",
+                        "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (tmp_path / "vae-mnist-st" / "version_1").exists()  # continued in place
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 5
+    assert last["optimizer_states"][0]["state"][0]["step"].item() == 5
+
+
+def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"estimator": "stgs", "tau": 0.5, "max_steps": 1,
+                                      "trainer": {"limit_val_batches": 1}}))
+    result = small_run(data_dir, tmp_path, "--config", str(config), "--tau", "0.7")
+    assert result.returncode == 0, result.stderr
+    saved = yaml.safe_load((tmp_path / "vae-mnist-stgs" / "version_0" / "config.yaml").read_text())
+    assert saved["tau"] == 0.7 and saved["trainer"] == {"limit_val_batches": 1}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "vea"], "unknown model 'vea'; valid choices: vae"),
+        (["--estimator", "reinmx"], "unknown estimator 'reinmx'; valid choices: disarm, exact"),
+        (["--data", "cifar"], "unknown data 'cifar'; valid choices: mnist, fashion-mnist, omniglot"),
+        (["--estimator", "reinmax", "--tau", "0.5"], "reinmax: temperature tau=0.5 is out of range"),
+        (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
+        (["--trainer-arg", "max_epocs=3"], "bad trainer setting"),
+        (["--model-arg", "widths=3"], "bad model option for 'vae'"),
+        (["--trainer-arg", "oops"], "--trainer-arg expects KEY=VALUE, got 'oops'"),
+        (["--resume", "auto"], "--resume auto found no checkpoints/last.ckpt under"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(arguments, message, data_dir, tmp_path):
+    result = small_run(data_dir, tmp_path, "--max-steps", "1", *arguments)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = small_run(data_dir, blocker / "runs", "--max-steps", "1")
+    assert result.returncode != 0 and "cannot write to the output directory" in result.stderr
+    assert "--output-dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_corrupt_idx_file_is_named(data_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in data_dir.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    images = broken / "train-images-idx3-ubyte.gz"
+    import gzip
+
+    images.write_bytes(gzip.compress(gzip.decompress(images.read_bytes())[:1000]))
+    result = small_run(broken, tmp_path / "out", "--max-steps", "1")
+    assert result.returncode != 0 and "train-images-idx3-ubyte.gz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_process_ddp_on_cpu_completes_and_logs_once(data_dir, tmp_path):
+    result = train("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                   "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--batch-size", "10",
+                   "--max-steps", "2", *SMALL_MODEL, timeout=600)
+    assert result.returncode == 0, result.stderr
+    runs = list((tmp_path / "vae-mnist-reinmax").iterdir())
+    assert [run.name for run in runs] == ["version_0"]
+    assert len(list(runs[0].glob("events.out.tfevents.*"))) == 1
+    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

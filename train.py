@@ -1,0 +1,296 @@
+"""Train a model of the zoo with the gradient estimator of your choice.
+
+    python train.py --model vae --estimator reinmax --data fashion-mnist
+
+Settings come from, in increasing priority: the defaults below (the paper's 10×30
+ReinMax row for the categorical VAE), a YAML file given with ``--config``, and the
+command-line flags. Anything else a model, estimator or Lightning ``Trainer``
+accepts passes through ``--model-arg``, ``--estimator-arg`` and ``--trainer-arg``
+(``KEY=VALUE``, the value read as YAML), or the ``model_options``,
+``estimator_options`` and ``trainer`` mappings of the YAML file.
+
+A run writes to ``OUTPUT_DIR/MODEL-DATA-ESTIMATOR/version_N/``: the resolved
+configuration (``config.yaml``), TensorBoard events, and ``checkpoints/`` (the
+last and the best). ``--resume auto`` continues the newest run of the same name
+from its last checkpoint; ``--resume PATH`` continues from a checkpoint file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "model": "vae",
+    "estimator": "reinmax",
+    "data": "mnist",
+    "data_dir": None,
+    "binarize": "none",  # the paper's categorical VAE trains on grey levels
+    "tau": 1.3,
+    "categories": 10,
+    "latents": 30,
+    "num_samples": 1,
+    "optimizer": "radam",
+    "lr": 5e-4,
+    "batch_size": 100,
+    "max_epochs": 160,
+    "max_steps": -1,  # no step limit
+    "seed": 0,
+    "devices": "auto",
+    "accelerator": "auto",
+    "strategy": "auto",
+    "precision": "32-true",
+    "output_dir": "runs",
+    "resume": None,
+    "model_options": {},
+    "estimator_options": {},
+    "trainer": {},
+}
+RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datamodules.images import ImageDataModule
+    from zoo.estimators import list_estimators
+    from zoo.models import list_models
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            f"models: {', '.join(list_models())}\n"
+            f"estimators: {', '.join(list_estimators())}\n"
+            f"data sets: {', '.join(ImageDataModule.DATASETS)}\n\n"
+            "Example: python train.py --model vae --estimator st --tau 1.0 --data fashion-mnist"
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    add = parser.add_argument
+    add("--config", type=Path, help="YAML file of settings (flags override it)")
+    add("--model", help=f"model name (default {DEFAULTS['model']})")
+    add("--estimator", help=f"gradient estimator (default {DEFAULTS['estimator']})")
+    add("--data", help=f"data set (default {DEFAULTS['data']})")
+    add("--data-dir", help="folder with the data set's files (searched before downloading)")
+    add("--binarize", choices=["none", "dynamic"], help="pixel binarization (default none)")
+    add("--tau", type=float, help=f"estimator temperature (default {DEFAULTS['tau']})")
+    add("--categories", type=positive_int, help="classes per latent variable (default 10)")
+    add("--latents", type=positive_int, help="latent variables (default 30)")
+    add("--num-samples", type=positive_int, help="samples per example (default 1)")
+    add("--optimizer", choices=["adam", "radam"], help="optimizer (default radam)")
+    add("--lr", type=float, help=f"learning rate (default {DEFAULTS['lr']})")
+    add("--batch-size", type=positive_int, help=f"batch size (default {DEFAULTS['batch_size']})")
+    add("--max-epochs", type=int, help=f"epochs (default {DEFAULTS['max_epochs']})")
+    add("--max-steps", type=int, help="optimizer steps; -1 for no limit (default -1)")
+    add("--seed", type=int, help="random seed (default 0)")
+    add("--devices", help="devices to use, e.g. 1, 2 or auto (default auto)")
+    add("--accelerator", help="cpu, gpu or auto (default auto)")
+    add("--strategy", help="auto, ddp, ddp_spawn, ... (default auto)")
+    add("--precision", help="32-true, bf16-mixed, 16-mixed, ... (default 32-true)")
+    add("--output-dir", help=f"where runs are written (default {DEFAULTS['output_dir']})")
+    add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
+    for target in ("model", "estimator", "trainer"):
+        add(f"--{target}-arg", action="append", metavar="KEY=VALUE", dest=f"{target}_args",
+            help=f"pass any other {target} option (repeatable)")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=[2, 3]"]`` → ``{"a": 1, "b": [2, 3]}`` (values read as YAML)."""
+    parsed = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        parsed[key.replace("-", "_")] = yaml.safe_load(value)
+    return parsed
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the YAML file, then the flags."""
+    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in DEFAULTS.items()}
+    given = vars(args)
+    if "config" in given:
+        config_path = given.pop("config")
+        try:
+            from_file = yaml.safe_load(config_path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"cannot read the config file {config_path}: {error}") from error
+        unknown = sorted(set(from_file) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {', '.join(unknown)} in {config_path}; "
+                f"valid settings: {', '.join(DEFAULTS)}."
+            )
+        config.update(from_file)
+    for target, section in (("model", "model_options"), ("estimator", "estimator_options"),
+                            ("trainer", "trainer")):
+        config[section].update(key_values(given.pop(f"{target}_args", []), f"--{target}-arg"))
+    config.update(given)
+    check_names(config)
+    return config
+
+
+def check_names(config: dict[str, Any]) -> None:
+    from datamodules.images import ImageDataModule
+    from zoo.estimators import list_estimators
+    from zoo.models import list_models
+
+    for kind, valid in (("model", list_models()), ("estimator", list_estimators()),
+                        ("data", list(ImageDataModule.DATASETS))):
+        if config[kind] not in valid:
+            raise ValueError(f"unknown {kind} {config[kind]!r}; valid choices: {', '.join(valid)}.")
+
+
+def build_model(config: dict[str, Any]):
+    from zoo.models import get_model_class
+
+    model_class = get_model_class(config["model"])
+    arguments = dict(
+        categories=config["categories"],
+        latents=config["latents"],
+        estimator=config["estimator"],
+        tau=config["tau"],
+        estimator_options=config["estimator_options"] or None,
+        num_samples=config["num_samples"],
+        optimizer=config["optimizer"],
+        lr=config["lr"],
+        **config["model_options"],
+    )
+    try:
+        return model_class(**arguments)
+    except TypeError as error:
+        raise ValueError(f"bad model option for {config['model']!r}: {error}") from error
+
+
+def build_datamodule(config: dict[str, Any]):
+    from datamodules.images import ImageDataModule
+
+    return ImageDataModule(
+        config["data"],
+        data_dir=config["data_dir"],
+        batch_size=config["batch_size"],
+        binarize=config["binarize"],
+    )
+
+
+def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
+    """The run's folder and the checkpoint to resume from, if any.
+
+    The version is chosen once, by the first process, and handed to the processes
+    that DDP launches through the environment, so that all ranks agree on it.
+    """
+    runs = Path(config["output_dir"]) / f"{config['model']}-{config['data']}-{config['estimator']}"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe = runs / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"cannot write to the output directory {runs}: {error.strerror or error}. "
+            "Choose another with --output-dir."
+        ) from error
+    resume = config["resume"]
+    versions = sorted(
+        (int(path.name.removeprefix("version_")) for path in runs.glob("version_*")
+         if path.name.removeprefix("version_").isdigit()),
+    )
+    if resume == "auto":
+        resumable = [v for v in versions if (runs / f"version_{v}" / "checkpoints" / "last.ckpt").is_file()]
+        if not resumable:
+            raise ValueError(f"--resume auto found no checkpoints/last.ckpt under {runs}; start without --resume.")
+        run = runs / f"version_{resumable[-1]}"
+        return run, run / "checkpoints" / "last.ckpt"
+    if resume is not None:
+        checkpoint = Path(resume)
+        if not checkpoint.is_file():
+            raise ValueError(f"--resume: no checkpoint file at {checkpoint}.")
+        run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+        if run is not None:
+            return run, checkpoint
+        os.environ.setdefault(RUN_VERSION_VARIABLE, str(versions[-1] + 1 if versions else 0))
+        return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}", checkpoint
+    os.environ.setdefault(RUN_VERSION_VARIABLE, str(versions[-1] + 1 if versions else 0))
+    return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}", None
+
+
+def build_trainer(config: dict[str, Any], run: Path, model):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from callbacks.checkpoint import FinalCheckpoint
+    from callbacks.images import ReconstructionImages
+
+    monitor, mode = model.checkpoint_monitor
+    callbacks = [
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
+                        monitor=monitor, mode=mode, save_last=True, save_top_k=1),
+        FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
+    ]
+    if hasattr(model, "reconstruct") and hasattr(model, "generate"):
+        callbacks.append(ReconstructionImages())
+    version = int(run.name.removeprefix("version_"))
+    logger = TensorBoardLogger(save_dir=run.parent, name="", version=version, default_hp_metric=False)
+    settings = dict(
+        max_epochs=config["max_epochs"],
+        max_steps=config["max_steps"],
+        devices=config["devices"],
+        accelerator=config["accelerator"],
+        strategy=config["strategy"],
+        precision=config["precision"],
+        logger=logger,
+        callbacks=callbacks,
+    )
+    settings.update(config["trainer"])
+    try:
+        return L.Trainer(**settings)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"bad trainer setting: {error}") from error
+
+
+def save_config(config: dict[str, Any], run: Path) -> None:
+    import lightning
+    import torch
+
+    record = {**config, "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
+                                     "lightning": lightning.__version__}}
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = resolve_config(args)
+        run, checkpoint = run_directory(config)
+        import lightning as L
+
+        L.seed_everything(config["seed"], workers=True, verbose=False)
+        model = build_model(config)
+        datamodule = build_datamodule(config)
+        trainer = build_trainer(config, run, model)
+        if trainer.is_global_zero:
+            save_config(config, run)
+            print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}", flush=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The zoo's LightningModules, by the short names ``train.py --model`` accepts."""
+
+from __future__ import annotations
+
+import lightning as L
+
+from .vae import CategoricalVAE
+
+MODELS: dict[str, type[L.LightningModule]] = {"vae": CategoricalVAE}
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_model_class(name: str) -> type[L.LightningModule]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}.")
+    return MODELS[name]
+
+
+__all__ = ["CategoricalVAE", "MODELS", "get_model_class", "list_models"]
