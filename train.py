@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.is_global_zero:
             save_config(config, run)
             print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}", flush=True)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+        # Checkpoints hold tensors and plain values only: load them without unpickling code.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     return 0
