@@ -40,18 +40,20 @@ COMMON = dict(categories=10, latents=30, optimizer="radam", lr=5e-4)
 
 
 class EpochHistory(L.Callback):
-    """The epoch-level training and test −ELBO, in order."""
+    """The epoch-level training and test −ELBO, in order.
+
+    Read from the model's running means when validation ends an epoch, before the
+    model logs and resets them.
+    """
 
     def __init__(self) -> None:
         self.train: list[float] = []
         self.test: list[float] = []
 
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.train.append(float(trainer.callback_metrics["train/neg_elbo_epoch"]))
-
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.test.append(float(trainer.callback_metrics["val/neg_elbo_epoch"]))
+            self.train.append(float(module.epoch_means["train_neg_elbo"].compute()))
+            self.test.append(float(module.epoch_means["val_neg_elbo"].compute()))
 
 
 def run(estimator: str, seed: int, epochs: int, data_dir: str | None) -> tuple[EpochHistory, float]:

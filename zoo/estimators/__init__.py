@@ -24,6 +24,7 @@ __all__ = [
     "LossFn",
     "PathwiseEstimator",
     "ScoreFunctionEstimator",
+    "estimator_options",
     "get_estimator",
     "list_estimators",
     "register_estimator",
