@@ -226,6 +226,24 @@ def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
     return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}", None
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that does not load as tensors and plain values, before training."""
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
+        hint = f"; other checkpoints beside it: {', '.join(others)}" if others else ""
+        raise ValueError(
+            f"cannot resume from {path}: it is corrupt, truncated or not a checkpoint of this "
+            f"project ({str(error).splitlines()[0]}). Pass another with --resume PATH{hint}, "
+            "or start a new run without --resume."
+        ) from error
+
+
 def build_trainer(config: dict[str, Any], run: Path, model):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -237,7 +255,9 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     monitor, mode = model.checkpoint_monitor
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
-                        monitor=monitor, mode=mode, save_last=True, save_top_k=1),
+                        monitor=monitor, mode=mode, save_last=True, save_top_k=1,
+                        # FinalCheckpoint writes last.ckpt too: overwrite it, no last-v1 copies.
+                        enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
     ]
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
@@ -277,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve_config(args)
         run, checkpoint = run_directory(config)
+        if checkpoint is not None:
+            check_checkpoint(checkpoint)
         import lightning as L
 
         L.seed_everything(config["seed"], workers=True, verbose=False)

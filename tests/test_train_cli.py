@@ -64,6 +64,7 @@ def test_a_short_run_writes_config_events_and_checkpoints_then_resumes(data_dir,
     assert not (tmp_path / "vae-mnist-st" / "version_1").exists()  # continued in place
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 5
+    assert sorted(path.name for path in (run / "checkpoints").glob("last*")) == ["last.ckpt"]
     assert last["optimizer_states"][0]["state"][0]["step"].item() == 5
 
 
@@ -96,6 +97,19 @@ def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(arguments, message, d
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_checkpoint_is_refused_and_kept(data_dir, tmp_path):
+    assert small_run(data_dir, tmp_path, "--max-steps", "3").returncode == 0  # one epoch: a best too
+    last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    truncated = last.read_bytes()[:1000]
+    last.write_bytes(truncated)
+    result = small_run(data_dir, tmp_path, "--max-steps", "2", "--resume", "auto")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"cannot resume from {last}: it is corrupt" in result.stderr
+    assert "--resume PATH" in result.stderr and "best-epoch=" in result.stderr
+    assert last.read_bytes() == truncated  # nothing is overwritten
+    assert not list(last.parent.glob("last-v*.ckpt"))
 
 
 def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):
