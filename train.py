@@ -2,9 +2,10 @@
 
     python train.py --model vae --estimator reinmax --data fashion-mnist
 
-Settings come from, in increasing priority: the defaults below (the paper's 10×30
-ReinMax row for the categorical VAE), a YAML file given with ``--config``, and the
-command-line flags. Anything else a model, estimator or Lightning ``Trainer``
+Settings come from, in increasing priority: the defaults below, where unset ones
+fall back to the chosen model's own (its constructor defaults and its ``recipe``:
+the paper's 10×30 ReinMax row for ``vae``, its 2×200 ReinMax row for ``bvae``), a
+YAML file given with ``--config``, and the command-line flags. Anything else a model, estimator or Lightning ``Trainer``
 accepts passes through ``--model-arg``, ``--estimator-arg`` and ``--trainer-arg``
 (``KEY=VALUE``, the value read as YAML), or the ``model_options``,
 ``estimator_options`` and ``trainer`` mappings of the YAML file.
@@ -30,16 +31,19 @@ DEFAULTS: dict[str, Any] = {
     "estimator": "reinmax",
     "data": "mnist",
     "data_dir": None,
-    "binarize": "none",  # the paper's categorical VAE trains on grey levels
-    "tau": 1.3,
-    "categories": 10,
-    "latents": 30,
-    "num_samples": 1,
-    "optimizer": "radam",
-    "lr": 5e-4,
+    # None: the model's own default (its constructor's, e.g. the paper's 10×30
+    # ReinMax row for the categorical VAE) or its training recipe (``Model.recipe``).
+    "binarize": None,
+    "val_size": None,
+    "tau": None,
+    "categories": None,
+    "latents": None,
+    "num_samples": None,
+    "optimizer": None,
+    "lr": None,
     "batch_size": 100,
-    "max_epochs": 160,
-    "max_steps": -1,  # no step limit
+    "max_epochs": None,
+    "max_steps": None,
     "seed": 0,
     "devices": "auto",
     "accelerator": "auto",
@@ -51,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "estimator_options": {},
     "trainer": {},
 }
+#: Settings a model takes as constructor arguments, and those of its training recipe.
+MODEL_SETTINGS = ("categories", "latents", "tau", "num_samples", "optimizer", "lr")
+RECIPE_SETTINGS = {"binarize": "none", "val_size": 0, "max_epochs": -1, "max_steps": -1}
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
 
@@ -76,16 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--estimator", help=f"gradient estimator (default {DEFAULTS['estimator']})")
     add("--data", help=f"data set (default {DEFAULTS['data']})")
     add("--data-dir", help="folder with the data set's files (searched before downloading)")
-    add("--binarize", choices=["none", "dynamic"], help="pixel binarization (default none)")
-    add("--tau", type=float, help=f"estimator temperature (default {DEFAULTS['tau']})")
-    add("--categories", type=positive_int, help="classes per latent variable (default 10)")
-    add("--latents", type=positive_int, help="latent variables (default 30)")
-    add("--num-samples", type=positive_int, help="samples per example (default 1)")
-    add("--optimizer", choices=["adam", "radam"], help="optimizer (default radam)")
-    add("--lr", type=float, help=f"learning rate (default {DEFAULTS['lr']})")
+    add("--binarize", choices=["none", "dynamic"], help="pixel binarization (default: the model's)")
+    add("--val-size", type=non_negative_int,
+        help="hold out this many training images for validation; 0 validates on the test "
+             "split (default: the model's)")
+    add("--tau", type=float, help="estimator temperature (default: the model's, 1.3 for vae)")
+    add("--categories", type=positive_int, help="classes per latent variable (vae; default 10)")
+    add("--latents", type=positive_int, help="latent variables (default: the model's, 30 for vae)")
+    add("--num-samples", type=positive_int,
+        help="decoder evaluations per example and step (default: the model's)")
+    add("--optimizer", choices=["adam", "radam"], help="optimizer (default: the model's)")
+    add("--lr", type=float, help="learning rate (default: the model's)")
     add("--batch-size", type=positive_int, help=f"batch size (default {DEFAULTS['batch_size']})")
-    add("--max-epochs", type=int, help=f"epochs (default {DEFAULTS['max_epochs']})")
-    add("--max-steps", type=int, help="optimizer steps; -1 for no limit (default -1)")
+    add("--max-epochs", type=int, help="epochs; -1 for no limit (default: the model's recipe)")
+    add("--max-steps", type=int, help="optimizer steps; -1 for no limit (default: the model's recipe)")
     add("--seed", type=int, help="random seed (default 0)")
     add("--devices", help="devices to use, e.g. 1, 2 or auto (default auto)")
     add("--accelerator", help="cpu, gpu or auto (default auto)")
@@ -103,6 +114,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 
@@ -139,7 +157,32 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         config[section].update(key_values(given.pop(f"{target}_args", []), f"--{target}-arg"))
     config.update(given)
     check_names(config)
+    fill_model_defaults(config)
     return config
+
+
+def fill_model_defaults(config: dict[str, Any]) -> None:
+    """Replace each unset model setting by the model's default; refuse settings it lacks."""
+    import inspect
+
+    from zoo.models import get_model_class
+
+    model_class = get_model_class(config["model"])
+    accepted = {name: parameter.default
+                for name, parameter in inspect.signature(model_class).parameters.items()}
+    for key in MODEL_SETTINGS:
+        if key in accepted:
+            if config[key] is None:
+                config[key] = accepted[key]
+        elif config.pop(key) is not None:
+            valid = ", ".join(f"--{name.replace('_', '-')}" for name in MODEL_SETTINGS if name in accepted)
+            raise ValueError(
+                f"model {config['model']!r} has no setting {key!r}; its settings: {valid} "
+                "(others through --model-arg)."
+            )
+    for key, fallback in RECIPE_SETTINGS.items():
+        if config[key] is None:
+            config[key] = model_class.recipe.get(key, fallback)
 
 
 def check_names(config: dict[str, Any]) -> None:
@@ -157,15 +200,10 @@ def build_model(config: dict[str, Any]):
     from zoo.models import get_model_class
 
     model_class = get_model_class(config["model"])
-    arguments = dict(
-        categories=config["categories"],
-        latents=config["latents"],
+    arguments = {key: config[key] for key in MODEL_SETTINGS if key in config}
+    arguments.update(
         estimator=config["estimator"],
-        tau=config["tau"],
         estimator_options=config["estimator_options"] or None,
-        num_samples=config["num_samples"],
-        optimizer=config["optimizer"],
-        lr=config["lr"],
         **config["model_options"],
     )
     try:
@@ -182,6 +220,7 @@ def build_datamodule(config: dict[str, Any]):
         data_dir=config["data_dir"],
         batch_size=config["batch_size"],
         binarize=config["binarize"],
+        val_size=config["val_size"],
     )
 
 

@@ -68,6 +68,18 @@ def test_a_short_run_writes_config_events_and_checkpoints_then_resumes(data_dir,
     assert last["optimizer_states"][0]["state"][0]["step"].item() == 5
 
 
+def test_the_bernoulli_vae_takes_its_recipe_from_the_model(data_dir, tmp_path):
+    result = train("--model", "bvae", "--estimator", "disarm", "--data", "mnist", "--data-dir",
+                   str(data_dir), "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices",
+                   "1", "--batch-size", "10", "--val-size", "20", "--latents", "5", "--max-steps", "2",
+                   "--model-arg", "hidden_sizes=[16]")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((tmp_path / "bvae-mnist-disarm" / "version_0" / "config.yaml").read_text())
+    assert (config["binarize"], config["val_size"], config["max_epochs"]) == ("dynamic", 20, -1)
+    assert (config["optimizer"], config["lr"], config["num_samples"], config["latents"]) == ("adam", 3e-4, 2, 5)
+    assert "categories" not in config
+
+
 def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"estimator": "stgs", "tau": 0.5, "max_steps": 1,
@@ -81,13 +93,15 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--model", "vea"], "unknown model 'vea'; valid choices: vae"),
+        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, vae"),
         (["--estimator", "reinmx"], "unknown estimator 'reinmx'; valid choices: disarm, exact"),
         (["--data", "cifar"], "unknown data 'cifar'; valid choices: mnist, fashion-mnist, omniglot"),
         (["--estimator", "reinmax", "--tau", "0.5"], "reinmax: temperature tau=0.5 is out of range"),
         (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
         (["--trainer-arg", "max_epocs=3"], "bad trainer setting"),
         (["--model-arg", "widths=3"], "bad model option for 'vae'"),
+        (["--model", "bvae"], "model 'bvae' has no setting 'categories'; its settings: --latents, --tau"),
+        (["--val-size", "-1"], "--val-size: must be an integer >= 0, got -1"),
         (["--trainer-arg", "oops"], "--trainer-arg expects KEY=VALUE, got 'oops'"),
         (["--resume", "auto"], "--resume auto found no checkpoints/last.ckpt under"),
     ],

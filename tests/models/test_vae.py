@@ -1,4 +1,4 @@
-"""The categorical VAE with every registered estimator."""
+"""Both VAEs with every registered estimator, and the categorical VAE's specifics."""
 
 from __future__ import annotations
 
@@ -10,24 +10,29 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.estimators import list_estimators
-from zoo.models import CategoricalVAE, get_model_class, list_models
+from zoo.models import BernoulliVAE, CategoricalVAE, get_model_class, list_models
 
 INPUT_SIZE = 784
 
-# The smallest setting each estimator accepts: DisARM needs binary latents, exact
-# enumeration a small code space, score-function estimators two samples.
+# The smallest setting each estimator accepts: DisARM and RODEO need binary latents,
+# exact enumeration a small code space, score-function estimators two samples.
 SETTINGS = {
     "disarm": dict(categories=2, latents=4, num_samples=2),
+    "rodeo": dict(categories=2, latents=4, num_samples=3),
     "exact": dict(categories=3, latents=2),
     "reinforce": dict(categories=4, latents=3, num_samples=3),
 }
+VAES = {"vae": CategoricalVAE, "bvae": BernoulliVAE}
 
 
-def small_vae(estimator: str, **overrides) -> CategoricalVAE:
+def small_vae(estimator: str, model: str = "vae", **overrides) -> CategoricalVAE | BernoulliVAE:
     settings = dict(categories=4, latents=3, hidden_sizes=(16, 8), estimator=estimator)
     settings.update(SETTINGS.get(estimator, {}))
+    if model == "bvae":
+        settings.pop("categories")
+        settings.setdefault("num_samples", 1)
     settings.update(overrides)
-    return CategoricalVAE(**settings)
+    return VAES[model](**settings)
 
 
 def images(batch: int = 6) -> torch.Tensor:
@@ -44,15 +49,17 @@ def quiet_trainer(tmp_path, **settings) -> L.Trainer:
                      enable_model_summary=False, default_root_dir=tmp_path, **settings)
 
 
-def test_the_registry_knows_the_vae():
-    assert "vae" in list_models() and get_model_class("vae") is CategoricalVAE
+def test_the_registry_knows_both_vaes():
+    assert {"vae", "bvae"} <= set(list_models())
+    assert get_model_class("vae") is CategoricalVAE and get_model_class("bvae") is BernoulliVAE
     with pytest.raises(ValueError, match="unknown model 'vea'; valid models: .*vae"):
         get_model_class("vea")
 
 
+@pytest.mark.parametrize("model_name", VAES)
 @pytest.mark.parametrize("estimator", list_estimators())
-def test_every_estimator_trains_every_parameter(estimator):
-    model = small_vae(estimator)
+def test_every_estimator_trains_every_parameter(estimator, model_name):
+    model = small_vae(estimator, model_name)
     terms = model.loss_terms(images())
     assert set(terms) == {"neg_elbo", "reconstruction", "kl"}
     assert all(value.dim() == 0 and torch.isfinite(value) for value in terms.values())
@@ -61,9 +68,10 @@ def test_every_estimator_trains_every_parameter(estimator):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("model_name", VAES)
 @pytest.mark.parametrize("estimator", list_estimators())
-def test_fast_dev_run_with_every_estimator(estimator, tmp_path):
-    model = small_vae(estimator)
+def test_fast_dev_run_with_every_estimator(estimator, model_name, tmp_path):
+    model = small_vae(estimator, model_name)
     trainer = quiet_trainer(tmp_path, fast_dev_run=True)
     trainer.fit(model, train_dataloaders=loader(10, 5), val_dataloaders=loader(10, 5))
     assert trainer.state.finished and trainer.global_step == 1
@@ -72,11 +80,11 @@ def test_fast_dev_run_with_every_estimator(estimator, tmp_path):
 def test_kl_is_zero_at_the_uniform_posterior_and_matches_the_formula():
     model = small_vae("reinmax")
     uniform = torch.zeros(2, 3, 4)
-    torch.testing.assert_close(model.kl_to_uniform(uniform), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.kl_to_prior(uniform), torch.zeros(2), atol=1e-6, rtol=0)
     logits = torch.randn(2, 3, 4)
     q = logits.softmax(-1)
     expected = (q * (q.log() - math.log(1 / 4))).sum((-1, -2))
-    torch.testing.assert_close(model.kl_to_uniform(logits), expected)
+    torch.testing.assert_close(model.kl_to_prior(logits), expected)
 
 
 def test_neg_elbo_is_reconstruction_plus_kl():
@@ -86,8 +94,9 @@ def test_neg_elbo_is_reconstruction_plus_kl():
     torch.testing.assert_close(terms["neg_elbo"], terms["reconstruction"] + terms["kl"])
 
 
-def test_reconstructions_and_prior_samples_are_pixel_probabilities():
-    model = small_vae("reinmax")
+@pytest.mark.parametrize("model_name", VAES)
+def test_reconstructions_and_prior_samples_are_pixel_probabilities(model_name):
+    model = small_vae("reinmax", model_name)
     for pixels in (model.reconstruct(images(3)), model.generate(5)):
         assert pixels.shape[-1] == INPUT_SIZE and ((pixels >= 0) & (pixels <= 1)).all()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import lightning as L
 
-from .vae import CategoricalVAE
+from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
 
-MODELS: dict[str, type[L.LightningModule]] = {"vae": CategoricalVAE}
+MODELS: dict[str, type[L.LightningModule]] = {"vae": CategoricalVAE, "bvae": BernoulliVAE}
 
 
 def list_models() -> list[str]:
@@ -19,4 +19,4 @@ def get_model_class(name: str) -> type[L.LightningModule]:
     return MODELS[name]
 
 
-__all__ = ["CategoricalVAE", "MODELS", "get_model_class", "list_models"]
+__all__ = ["BernoulliVAE", "CategoricalVAE", "DiscreteVAE", "MODELS", "get_model_class", "list_models"]

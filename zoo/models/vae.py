@@ -1,15 +1,16 @@
 """Variational autoencoders with discrete latent variables.
 
-``CategoricalVAE`` is the paper's MNIST-VAE: L categorical latents of C classes, a
-uniform prior, and a decoder that sees one-hot samples. The estimator (any name of
-:func:`zoo.estimators.list_estimators`) turns the sampled reconstruction loss into
-a gradient for the encoder; the KL term is analytic and gets its exact gradient.
+``CategoricalVAE`` is the paper's MNIST-VAE: L categorical latents of C classes and
+a uniform prior. ``BernoulliVAE`` is its 2×200 comparison with the REINFORCE family:
+200 binary latents, a Bernoulli(0.5) prior and dynamically binarized pixels. Both
+share :class:`DiscreteVAE`: the estimator (any name of
+:func:`zoo.estimators.list_estimators`) turns the sampled reconstruction loss into a
+gradient for the encoder, and the KL term is analytic and gets its exact gradient.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import lightning as L
 import torch
@@ -23,7 +24,7 @@ STAGES = ("train", "val", "test")
 TERMS = ("neg_elbo", "reconstruction", "kl")
 
 
-def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (not after)."""
     layers: list[nn.Module] = []
     for index, (width_in, width_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -48,57 +49,49 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
     return optimizers[name](parameters, lr=lr)
 
 
-class CategoricalVAE(L.LightningModule):
-    """A VAE with ``latents`` categorical variables of ``categories`` classes each.
+class DiscreteVAE(L.LightningModule):
+    """What every VAE of the zoo shares: the loss, its logging, sampling, the optimizer.
 
-    Defaults are the paper's 10×30 ReinMax row: RAdam, lr 5e-4, τ 1.3. The loss is
-    −ELBO per example: Σ_pixels BCE(decoder(z), x) + KL(q(z|x) ‖ uniform), averaged
-    over the batch; ``num_samples`` samples of z per example (score-function
-    estimators need at least 2).
+    A subclass builds its networks, calls ``save_hyperparameters()`` (which must
+    include ``num_samples``, ``optimizer`` and ``lr``) and defines :meth:`encode`
+    (images → logits ``(B, L, C)``) and :meth:`decode` (one-hot codes
+    ``(..., L, C)`` → pixel logits). The loss is −ELBO per example,
+    Σ_pixels BCE(decode(z), x) + KL(q(z|x) ‖ prior), averaged over the batch, with
+    ``num_samples`` evaluations of the decoder per example.
     """
 
     #: What train.py's best-checkpoint callback watches, and in which direction.
     checkpoint_monitor = ("val/neg_elbo_epoch", "min")
+    #: The data and schedule train.py uses unless told otherwise.
+    recipe: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
-        categories: int = 10,
-        latents: int = 30,
-        hidden_sizes: Sequence[int] = (512, 256),
-        estimator: str = "reinmax",
-        tau: float = 1.3,
-        estimator_options: dict[str, Any] | None = None,
-        num_samples: int = 1,
-        optimizer: str = "radam",
-        lr: float = 5e-4,
-        input_size: int = 784,
+        code_shape: tuple[int, int],
+        estimator: str,
+        tau: float,
+        estimator_options: dict[str, Any] | None,
+        learnable_prior: bool,
     ) -> None:
         super().__init__()
-        if categories < 2 or latents < 1:
-            raise ValueError(
-                f"CategoricalVAE needs categories >= 2 and latents >= 1, got {categories} and {latents}."
-            )
-        hidden_sizes = [int(size) for size in hidden_sizes]  # stored as plain values
-        self.save_hyperparameters()
+        self.code_shape = code_shape
         self.estimator = build_estimator(estimator, tau, estimator_options)
-        code_size = latents * categories
-        self.encoder = mlp([input_size, *hidden_sizes, code_size])
-        self.decoder = mlp([code_size, *reversed(hidden_sizes), input_size])
+        prior_logits = torch.zeros(code_shape)  # uniform: Bernoulli(0.5) when C = 2
+        if learnable_prior:
+            self.prior_logits = nn.Parameter(prior_logits)
+        else:
+            self.register_buffer("prior_logits", prior_logits, persistent=False)
         self.epoch_means = nn.ModuleDict(
             {f"{stage}_{term}": MeanMetric() for stage in STAGES for term in TERMS}
         )
 
-    @property
-    def code_shape(self) -> tuple[int, int]:
-        return self.hparams.latents, self.hparams.categories
-
     def encode(self, images: Tensor) -> Tensor:
         """Logits of q(z | x): ``(B, latents, categories)``."""
-        return self.encoder(images).unflatten(-1, self.code_shape)
+        raise NotImplementedError
 
     def decode(self, codes: Tensor) -> Tensor:
         """Bernoulli logits of the pixels for one-hot codes ``(..., latents, categories)``."""
-        return self.decoder(codes.flatten(-2))
+        raise NotImplementedError
 
     def reconstruction_loss(self, images: Tensor, codes: Tensor) -> Tensor:
         """Σ_pixels BCE per code: codes ``(S, B, L, C)`` → losses ``(S, B)``."""
@@ -106,11 +99,11 @@ class CategoricalVAE(L.LightningModule):
         targets = images.expand_as(pixel_logits)
         return F.binary_cross_entropy_with_logits(pixel_logits, targets, reduction="none").sum(-1)
 
-    def kl_to_uniform(self, logits: Tensor) -> Tensor:
-        """KL(q ‖ uniform) per example: Σ_{l,c} q log q + L log C."""
+    def kl_to_prior(self, logits: Tensor) -> Tensor:
+        """KL(q ‖ prior) per example: Σ_{l,c} q (log q − log p)."""
         log_q = logits.log_softmax(-1)
-        latents, categories = self.code_shape
-        return (log_q.exp() * log_q).sum((-1, -2)) + latents * math.log(categories)
+        log_prior = self.prior_logits.log_softmax(-1)
+        return (log_q.exp() * (log_q - log_prior)).sum((-1, -2))
 
     def loss_terms(self, images: Tensor) -> dict[str, Tensor]:
         """−ELBO and its two terms, each averaged over the batch."""
@@ -118,7 +111,7 @@ class CategoricalVAE(L.LightningModule):
         reconstruction = self.estimator.objective(
             logits, lambda codes: self.reconstruction_loss(images, codes), self.hparams.num_samples
         )
-        kl = self.kl_to_uniform(logits).mean()
+        kl = self.kl_to_prior(logits).mean()
         return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
 
     def _step(self, images: Tensor, stage: str) -> Tensor:
@@ -166,14 +159,99 @@ class CategoricalVAE(L.LightningModule):
     def reconstruct(self, images: Tensor) -> Tensor:
         """Pixel probabilities decoded from the most likely code of each image."""
         logits = self.encode(images)
-        codes = F.one_hot(logits.argmax(-1), self.hparams.categories).to(images.dtype)
+        codes = F.one_hot(logits.argmax(-1), self.code_shape[1]).to(images.dtype)
         return torch.sigmoid(self.decode(codes))
 
     @torch.no_grad()
     def generate(self, count: int) -> Tensor:
-        """Pixel probabilities decoded from ``count`` codes drawn from the uniform prior."""
-        latents, categories = self.code_shape
-        index = torch.randint(categories, (count, latents), device=self.device)
-        codes = F.one_hot(index, categories).to(self.dtype)
+        """Pixel probabilities decoded from ``count`` codes drawn from the prior."""
+        probs = self.prior_logits.softmax(-1).expand(count, *self.code_shape)
+        index = torch.multinomial(probs.reshape(-1, self.code_shape[1]), 1).view(count, -1)
+        codes = F.one_hot(index, self.code_shape[1]).to(self.dtype)
         return torch.sigmoid(self.decode(codes))
 
+
+class CategoricalVAE(DiscreteVAE):
+    """A VAE with ``latents`` categorical variables of ``categories`` classes each.
+
+    Defaults are the paper's 10×30 ReinMax row: RAdam, lr 5e-4, τ 1.3, on grey-level
+    pixels. The decoder sees the flattened one-hot code. ``num_samples`` samples of
+    z per example (score-function estimators need at least 2).
+    """
+
+    recipe = {"binarize": "none", "val_size": 0, "max_epochs": 160, "max_steps": -1}
+
+    def __init__(
+        self,
+        categories: int = 10,
+        latents: int = 30,
+        hidden_sizes: Sequence[int] = (512, 256),
+        estimator: str = "reinmax",
+        tau: float = 1.3,
+        estimator_options: dict[str, Any] | None = None,
+        num_samples: int = 1,
+        optimizer: str = "radam",
+        lr: float = 5e-4,
+        input_size: int = 784,
+        learnable_prior: bool = False,
+    ) -> None:
+        if categories < 2 or latents < 1:
+            raise ValueError(
+                f"CategoricalVAE needs categories >= 2 and latents >= 1, got {categories} and {latents}."
+            )
+        super().__init__((latents, categories), estimator, tau, estimator_options, learnable_prior)
+        hidden_sizes = [int(size) for size in hidden_sizes]  # stored as plain values
+        self.save_hyperparameters()
+        code_size = latents * categories
+        self.encoder = mlp([input_size, *hidden_sizes, code_size])
+        self.decoder = mlp([code_size, *reversed(hidden_sizes), input_size])
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.encoder(images).unflatten(-1, self.code_shape)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.decoder(codes.flatten(-2))
+
+
+class BernoulliVAE(DiscreteVAE):
+    """The paper's 2×200 VAE: ``latents`` binary variables, LeakyReLU(0.3) networks.
+
+    The encoder (784→200→200→200) gives one logit η per latent; the estimators see
+    two-class logits ``[0, η]`` (so ``softmax`` gives ``P(z=1) = σ(η)``) and the
+    decoder (200→200→200→784) sees the bits ``z``. The prior is Bernoulli(0.5), or a
+    learned Bernoulli per latent with ``learnable_prior``. ``num_samples`` K is the
+    number of decoder evaluations per example and step: score-function estimators
+    use K samples, pathwise ones average K independent single-sample losses.
+    Defaults are the paper's ReinMax settings (Adam, lr 3e-4, τ 1.1, K = 2).
+    """
+
+    recipe = {"binarize": "dynamic", "val_size": 10_000, "max_epochs": -1, "max_steps": 1_000_000}
+
+    def __init__(
+        self,
+        latents: int = 200,
+        hidden_sizes: Sequence[int] = (200, 200),
+        estimator: str = "reinmax",
+        tau: float = 1.1,
+        estimator_options: dict[str, Any] | None = None,
+        num_samples: int = 2,
+        optimizer: str = "adam",
+        lr: float = 3e-4,
+        input_size: int = 784,
+        learnable_prior: bool = False,
+    ) -> None:
+        if latents < 1:
+            raise ValueError(f"BernoulliVAE needs latents >= 1, got {latents}.")
+        super().__init__((latents, 2), estimator, tau, estimator_options, learnable_prior)
+        hidden_sizes = [int(size) for size in hidden_sizes]
+        self.save_hyperparameters()
+        activation = lambda: nn.LeakyReLU(0.3)  # noqa: E731
+        self.encoder = mlp([input_size, *hidden_sizes, latents], activation)
+        self.decoder = mlp([latents, *reversed(hidden_sizes), input_size], activation)
+
+    def encode(self, images: Tensor) -> Tensor:
+        logit_one = self.encoder(images)
+        return torch.stack((torch.zeros_like(logit_one), logit_one), dim=-1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.decoder(codes[..., 1])
