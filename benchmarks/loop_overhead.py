@@ -36,7 +36,9 @@ import train  # noqa: E402
 def config_for(data: str, output_dir: str) -> dict:
     config = {**train.DEFAULTS, "data": data, "accelerator": "cpu",
               "devices": 1, "output_dir": output_dir}
-    return {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    train.fill_model_defaults(config)
+    return config
 
 
 class EpochTimer(L.Callback):

@@ -10,6 +10,7 @@ import torch
 from zoo.estimators import get_estimator, list_estimators
 
 PATHWISE = list_estimators("pathwise")
+BINARY = ["disarm", "rodeo"]
 INF, NAN = float("inf"), float("nan")
 
 
@@ -101,28 +102,30 @@ def test_score_function_estimators_reject_rows_without_a_distribution(name, row)
         get_estimator(name).objective(logits, lambda s: s.sum((-1, -2)), 2)
 
 
+@pytest.mark.parametrize("name", BINARY)
 @pytest.mark.parametrize("row", [[NAN, 0.0], [-INF, -INF], [INF, INF]])
-def test_disarm_rejects_rows_without_a_distribution(row):
+def test_binary_estimators_reject_rows_without_a_distribution(name, row):
     logits = torch.randn(4, 2)
     logits[1] = torch.tensor(row)
-    with pytest.raises(ValueError, match="disarm: 1 row"):
-        get_estimator("disarm").objective(logits.unsqueeze(1), lambda s: s.sum((-1, -2)), 2)
+    with pytest.raises(ValueError, match=f"{name}: 1 row"):
+        get_estimator(name).objective(logits.unsqueeze(1), lambda s: s.sum((-1, -2)), 2)
 
 
 def test_validation_can_be_switched_off():
     get_estimator("st", validate_args=False)(logits_with(BAD_ROWS["nan"]))
 
 
-@pytest.mark.parametrize("name", ["reinforce", "disarm", "exact"])
+@pytest.mark.parametrize("name", ["reinforce", "disarm", "rodeo", "exact"])
 def test_score_function_estimators_cannot_be_called_on_logits_alone(name):
     with pytest.raises(TypeError, match=f"{name} is a score-function estimator.*est.objective"):
         get_estimator(name)(torch.randn(3, 2))
 
 
+@pytest.mark.parametrize("name", ["reinforce", "rodeo"])
 @pytest.mark.parametrize("num_samples", [1, 0])
-def test_reinforce_needs_two_samples(num_samples):
-    with pytest.raises(ValueError, match="reinforce: num_samples must be an integer >= 2"):
-        get_estimator("reinforce").objective(torch.randn(3, 2), lambda s: s.sum(-1), num_samples)
+def test_leave_one_out_estimators_need_two_samples(name, num_samples):
+    with pytest.raises(ValueError, match=f"{name}: num_samples must be an integer >= 2"):
+        get_estimator(name).objective(torch.randn(3, 2), lambda s: s.sum(-1), num_samples)
 
 
 def test_disarm_needs_an_even_number_of_evaluations():
@@ -130,9 +133,10 @@ def test_disarm_needs_an_even_number_of_evaluations():
         get_estimator("disarm").objective(torch.randn(3, 2), lambda s: s.sum(-1), 3)
 
 
-def test_disarm_needs_binary_variables():
-    with pytest.raises(ValueError, match=r"disarm needs binary variables: logits of shape \(\.\.\., 2\), got \(3, 4\)"):
-        get_estimator("disarm").objective(torch.randn(3, 4), lambda s: s.sum(-1), 2)
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_estimators_need_binary_variables(name):
+    with pytest.raises(ValueError, match=rf"{name} needs binary variables: logits of shape \(\.\.\., 2\), got \(3, 4\)"):
+        get_estimator(name).objective(torch.randn(3, 4), lambda s: s.sum(-1), 2)
 
 
 @pytest.mark.parametrize("name", ["st", "reinforce", "exact"])

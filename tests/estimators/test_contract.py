@@ -19,7 +19,7 @@ def loss_of(sample: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 def test_registry_lists_every_family():
     assert set(PATHWISE) == {"st", "stgs", "gst-1.0", "gst-p", "grmck", "reinmax"}
-    assert set(SCORE_FUNCTION) == {"reinforce", "disarm", "exact"}
+    assert set(SCORE_FUNCTION) == {"reinforce", "disarm", "rodeo", "exact"}
     assert list_estimators() == sorted(PATHWISE + SCORE_FUNCTION)
 
 

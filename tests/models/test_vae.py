@@ -65,7 +65,11 @@ def test_every_estimator_trains_every_parameter(estimator, model_name):
     assert all(value.dim() == 0 and torch.isfinite(value) for value in terms.values())
     terms["neg_elbo"].backward()
     for name, parameter in model.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        assert parameter.grad is not None, name
+        # RODEO's control network starts switched off (α = β = 0): a zero gradient
+        # until the first step moves α and β.
+        if not name.startswith("estimator.control."):
+            assert parameter.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("model_name", VAES)

@@ -16,6 +16,7 @@ from typing import Callable
 from ._base import Estimator, LossFn, PathwiseEstimator, ScoreFunctionEstimator
 from .exact import Exact
 from .gumbel import GappedStraightThrough, GumbelRaoMonteCarlo, GumbelSoftmaxST
+from .rodeo import RODEO
 from .score_function import DisARM, ReinforceLeaveOneOut
 from .straight_through import ReinMax, StraightThrough
 
@@ -141,6 +142,11 @@ def reinforce(*, validate_args: bool = True) -> ReinforceLeaveOneOut:
 @register_estimator("disarm")
 def disarm(*, validate_args: bool = True) -> DisARM:
     return DisARM(validate_args=validate_args)
+
+
+@register_estimator("rodeo")
+def rodeo(*, hidden_size: int = 100, validate_args: bool = True) -> RODEO:
+    return RODEO(hidden_size=hidden_size, validate_args=validate_args)
 
 
 @register_estimator("exact")
