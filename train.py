@@ -285,7 +285,7 @@ def check_checkpoint(path: Path) -> None:
 
 def build_trainer(config: dict[str, Any], run: Path, model):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from callbacks.checkpoint import FinalCheckpoint
@@ -299,6 +299,9 @@ def build_trainer(config: dict[str, Any], run: Path, model):
                         enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
     ]
+    if config["trainer"].get("enable_progress_bar", True):
+        # Redrawing the bar every step costs a few percent of a small model's step.
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
     version = int(run.name.removeprefix("version_"))

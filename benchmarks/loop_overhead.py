@@ -80,8 +80,8 @@ def plain_run(config: dict) -> tuple[float, list[float]]:
         epoch_start = time.perf_counter()
         model.train()
         for images in data.train_dataloader():
+            optimizer.zero_grad(set_to_none=True)  # where Lightning clears them too
             loss = model.loss_terms(images)["neg_elbo"]
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         model.eval()

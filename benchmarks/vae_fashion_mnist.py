@@ -52,8 +52,8 @@ class EpochHistory(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.train.append(float(module.epoch_means["train_neg_elbo"].compute()))
-            self.test.append(float(module.epoch_means["val_neg_elbo"].compute()))
+            self.train.append(float(module.epoch_means["train_terms"].compute()["neg_elbo"]))
+            self.test.append(float(module.epoch_means["val_terms"].compute()["neg_elbo"]))
 
 
 def run(estimator: str, seed: int, epochs: int, data_dir: str | None) -> tuple[EpochHistory, float]:

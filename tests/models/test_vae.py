@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from zoo.estimators import list_estimators
 from zoo.models import BernoulliVAE, CategoricalVAE, get_model_class, list_models
+from zoo.models._metrics import WeightedMeans
 
 INPUT_SIZE = 784
 
@@ -132,3 +133,45 @@ def test_bad_settings_are_named():
         small_vae("st", optimizer="sgd").configure_optimizers()
     with pytest.raises(ValueError, match="categories >= 2"):
         small_vae("st", categories=1)
+
+
+class RecordingLogger(L.pytorch.loggers.Logger):
+    """Keeps every ``log_metrics`` call: (step, metrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, dict[str, float]]] = []
+
+    name = "recording"
+    version = 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+def test_step_values_reach_the_logger_every_log_every_n_steps(tmp_path):
+    logger = RecordingLogger()
+    trainer = L.Trainer(accelerator="cpu", logger=logger, log_every_n_steps=2, max_steps=6,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(small_vae("st"), train_dataloaders=loader(12, 2))
+    step_calls = [(step, metrics) for step, metrics in logger.calls if "train/neg_elbo" in metrics]
+    assert [step for step, _ in step_calls] == [1, 3, 5]
+    assert all({"train/reconstruction", "train/kl"} <= set(metrics) for _, metrics in step_calls)
+    epoch_calls = [metrics for _, metrics in logger.calls if "train/neg_elbo_epoch" in metrics]
+    assert len(epoch_calls) == 1 and {"train/kl_epoch", "train/reconstruction_epoch"} <= set(epoch_calls[0])
+
+
+def test_epoch_means_are_weighted_by_batch_size():
+    means = WeightedMeans(["a", "b"])
+    means.update(torch.tensor([1.0, 10.0]), 3)
+    means.update(torch.tensor([5.0, 20.0]), 1)
+    result = means.compute()
+    torch.testing.assert_close(result["a"], torch.tensor(2.0))
+    torch.testing.assert_close(result["b"], torch.tensor(12.5))
+    means.reset()
+    means.update(torch.tensor([4.0, 4.0]), 2)
+    torch.testing.assert_close(means.compute()["a"], torch.tensor(4.0))
