@@ -102,6 +102,7 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
         (["--model-arg", "widths=3"], "bad model option for 'vae'"),
         (["--model", "bvae"], "model 'bvae' has no setting 'categories'; its settings: --latents, --tau"),
         (["--val-size", "-1"], "--val-size: must be an integer >= 0, got -1"),
+        (["--estimator", "reinforce", "--num-samples", "1"], "reinforce: num_samples must be an integer >= 2"),
         (["--trainer-arg", "oops"], "--trainer-arg expects KEY=VALUE, got 'oops'"),
         (["--resume", "auto"], "--resume auto found no checkpoints/last.ckpt under"),
     ],

@@ -80,8 +80,11 @@ def test_num_samples_is_the_number_of_decoder_evaluations_per_example(estimator,
     assert sum(rows) == num_samples * len(batch)
 
 
-def test_estimators_refuse_a_number_of_samples_they_cannot_use():
-    with pytest.raises(ValueError, match="reinforce: num_samples must be an integer >= 2, got 1"):
-        BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="reinforce", num_samples=1).loss_terms(images(2))
+def test_estimators_refuse_a_number_of_samples_they_cannot_use_when_the_model_is_built():
+    with pytest.raises(ValueError, match="reinforce: num_samples must be an integer >= 2 .*baseline.*got 1"):
+        BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="reinforce", num_samples=1)
+    with pytest.raises(ValueError, match="rodeo: num_samples must be an integer >= 2 .*baseline.*got 1"):
+        BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="rodeo", num_samples=1)
     with pytest.raises(ValueError, match="disarm: num_samples counts loss evaluations.*even; got 3"):
-        BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="disarm", num_samples=3).loss_terms(images(2))
+        BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="disarm", num_samples=3)
+    BernoulliVAE(latents=4, hidden_sizes=(8,), estimator="exact", num_samples=1)  # enumeration: any K

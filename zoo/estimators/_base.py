@@ -48,6 +48,22 @@ class Estimator(nn.Module):
         """
         raise NotImplementedError
 
+    #: The fewest loss evaluations per example ``objective`` can use, and why.
+    min_num_samples: int = 1
+    min_num_samples_reason: str = ""
+
+    def check_num_samples(self, num_samples: int) -> None:
+        """Refuse a number of loss evaluations this estimator cannot use.
+
+        ``objective`` calls it; a model calls it when built, so that a bad setting
+        fails before training starts.
+        """
+        if not isinstance(num_samples, int) or num_samples < self.min_num_samples:
+            raise ValueError(
+                f"{self.name}: num_samples must be an integer >= {self.min_num_samples}"
+                f"{self.min_num_samples_reason}, got {num_samples!r}."
+            )
+
     def check(self, probs: Tensor) -> None:
         """Reject rows with no valid distribution, unless ``validate_args`` is off."""
         if self.validate_args:
@@ -106,7 +122,7 @@ class PathwiseEstimator(Estimator):
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 1) -> Tensor:
         """The mean of ``num_samples`` independent single-sample losses."""
-        check_num_samples(self.name, num_samples, minimum=1)
+        self.check_num_samples(num_samples)
         samples, _ = self(logits.expand(num_samples, *logits.shape))
         losses = f(samples)
         check_losses(self.name, losses, logits, num_samples)
@@ -185,17 +201,15 @@ def straight_through_grad(
 class ScoreFunctionEstimator(Estimator):
     """REINFORCE family: needs the loss as a function; see :meth:`objective`."""
 
+    min_num_samples = 2
+    min_num_samples_reason = " (each sample's baseline is the mean loss of the others)"
+
     def forward(self, logits: Tensor) -> tuple[Tensor, Tensor]:
         raise TypeError(
             f"{self.name} is a score-function estimator: it evaluates the loss at "
             "several samples, so it cannot be called on logits alone. Use "
             "est.objective(logits, f, num_samples) instead."
         )
-
-
-def check_num_samples(name: str, num_samples: int, minimum: int) -> None:
-    if not isinstance(num_samples, int) or num_samples < minimum:
-        raise ValueError(f"{name}: num_samples must be an integer >= {minimum}, got {num_samples!r}.")
 
 
 def check_losses(name: str, losses: Tensor, logits: Tensor, num_samples: int) -> int:

@@ -23,6 +23,9 @@ class Exact(ScoreFunctionEstimator):
 
     name = "exact"
 
+    def check_num_samples(self, num_samples: int | None) -> None:
+        """Enumeration draws no samples, so any ``num_samples`` is accepted and ignored."""
+
     def __init__(
         self, *, event_ndim: int = 1, max_configurations: int = 1 << 16, validate_args: bool = True
     ) -> None:

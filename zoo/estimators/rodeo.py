@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._base import LossFn, ScoreFunctionEstimator, check_losses, check_num_samples
+from ._base import LossFn, ScoreFunctionEstimator, check_losses
 from ._categorical import full_precision
 from .score_function import _with_surrogate
 
@@ -128,7 +128,7 @@ class RODEO(ScoreFunctionEstimator):
         self.vector_cv_weight = nn.Parameter(torch.zeros(()))  # β
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
-        check_num_samples(self.name, num_samples, minimum=2)
+        self.check_num_samples(num_samples)
         if logits.shape[-1] != 2:
             raise ValueError(
                 f"{self.name} needs binary variables: logits of shape (..., 2), "

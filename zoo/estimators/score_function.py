@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._base import LossFn, ScoreFunctionEstimator, check_losses, check_num_samples
+from ._base import LossFn, ScoreFunctionEstimator, check_losses
 from ._categorical import full_precision, sample_categorical
 
 
@@ -38,7 +38,7 @@ class ReinforceLeaveOneOut(ScoreFunctionEstimator):
     name = "reinforce"
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
-        check_num_samples(self.name, num_samples, minimum=2)
+        self.check_num_samples(num_samples)
         log_probs = torch.log_softmax(full_precision(logits), dim=-1)
         with torch.no_grad():
             probs = log_probs.exp()
@@ -64,14 +64,18 @@ class DisARM(ScoreFunctionEstimator):
     """
 
     name = "disarm"
+    min_num_samples_reason = " (one antithetic pair)"
 
-    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
-        check_num_samples(self.name, num_samples, minimum=2)
+    def check_num_samples(self, num_samples: int) -> None:
+        super().check_num_samples(num_samples)
         if num_samples % 2:
             raise ValueError(
                 f"{self.name}: num_samples counts loss evaluations, two per antithetic "
                 f"pair, so it must be even; got {num_samples}."
             )
+
+    def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
+        self.check_num_samples(num_samples)
         if logits.shape[-1] != 2:
             raise ValueError(
                 f"{self.name} needs binary variables: logits of shape (..., 2), "

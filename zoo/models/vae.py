@@ -70,11 +70,13 @@ class DiscreteVAE(L.LightningModule):
         estimator: str,
         tau: float,
         estimator_options: dict[str, Any] | None,
+        num_samples: int,
         learnable_prior: bool,
     ) -> None:
         super().__init__()
         self.code_shape = code_shape
         self.estimator = build_estimator(estimator, tau, estimator_options)
+        self.estimator.check_num_samples(num_samples)  # fail now, not at the first step
         prior_logits = torch.zeros(code_shape)  # uniform: Bernoulli(0.5) when C = 2
         if learnable_prior:
             self.prior_logits = nn.Parameter(prior_logits)
@@ -207,7 +209,9 @@ class CategoricalVAE(DiscreteVAE):
             raise ValueError(
                 f"CategoricalVAE needs categories >= 2 and latents >= 1, got {categories} and {latents}."
             )
-        super().__init__((latents, categories), estimator, tau, estimator_options, learnable_prior)
+        super().__init__(
+            (latents, categories), estimator, tau, estimator_options, num_samples, learnable_prior
+        )
         hidden_sizes = [int(size) for size in hidden_sizes]  # stored as plain values
         self.save_hyperparameters()
         code_size = latents * categories
@@ -250,7 +254,7 @@ class BernoulliVAE(DiscreteVAE):
     ) -> None:
         if latents < 1:
             raise ValueError(f"BernoulliVAE needs latents >= 1, got {latents}.")
-        super().__init__((latents, 2), estimator, tau, estimator_options, learnable_prior)
+        super().__init__((latents, 2), estimator, tau, estimator_options, num_samples, learnable_prior)
         hidden_sizes = [int(size) for size in hidden_sizes]
         self.save_hyperparameters()
         activation = lambda: nn.LeakyReLU(0.3)  # noqa: E731
