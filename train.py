@@ -290,6 +290,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
 
     from callbacks.checkpoint import FinalCheckpoint
     from callbacks.images import ReconstructionImages
+    from callbacks.seeding import PerRankSeed
 
     monitor, mode = model.checkpoint_monitor
     callbacks = [
@@ -298,6 +299,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
                         # FinalCheckpoint writes last.ckpt too: overwrite it, no last-v1 copies.
                         enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
+        PerRankSeed(config["seed"]),
     ]
     if config["trainer"].get("enable_progress_bar", True):
         # Redrawing the bar every step costs a few percent of a small model's step.
