@@ -36,6 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "binarize": None,
     "val_size": None,
     "tau": None,
+    "tau_schedule": "constant",  # from --tau to --tau-end over --tau-duration steps or epochs
+    "tau_end": None,
+    "tau_duration": None,
+    "tau_interval": "step",
     "categories": None,
     "latents": None,
     "num_samples": None,
@@ -88,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out this many training images for validation; 0 validates on the test "
              "split (default: the model's)")
     add("--tau", type=float, help="estimator temperature (default: the model's, 1.3 for vae)")
+    add("--tau-schedule", choices=["constant", "linear", "exponential"],
+        help="anneal tau from --tau to --tau-end (default constant)")
+    add("--tau-end", type=float, help="the temperature a schedule ends at")
+    add("--tau-duration", type=positive_int, help="steps (or epochs) a schedule takes")
+    add("--tau-interval", choices=["step", "epoch"], help="schedule per step or per epoch (default step)")
     add("--categories", type=positive_int, help="classes per latent variable (vae; default 10)")
     add("--latents", type=positive_int, help="latent variables (default: the model's, 30 for vae)")
     add("--num-samples", type=positive_int,
@@ -291,6 +300,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     from callbacks.checkpoint import FinalCheckpoint
     from callbacks.images import ReconstructionImages
     from callbacks.seeding import PerRankSeed
+    from callbacks.temperature import TemperatureSchedule
 
     monitor, mode = model.checkpoint_monitor
     callbacks = [
@@ -301,6 +311,9 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
         PerRankSeed(config["seed"]),
     ]
+    if config["tau_schedule"] != "constant":
+        callbacks.append(TemperatureSchedule(config["tau"], config["tau_end"], config["tau_schedule"],
+                                             config["tau_duration"], config["tau_interval"]))
     if config["trainer"].get("enable_progress_bar", True):
         # Redrawing the bar every step costs a few percent of a small model's step.
         callbacks.append(TQDMProgressBar(refresh_rate=10))

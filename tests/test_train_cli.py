@@ -80,6 +80,19 @@ def test_the_bernoulli_vae_takes_its_recipe_from_the_model(data_dir, tmp_path):
     assert "categories" not in config
 
 
+def test_a_temperature_schedule_anneals_tau_to_its_end(data_dir, tmp_path):
+    result = small_run(data_dir, tmp_path, "--estimator", "stgs", "--tau", "1.0", "--tau-schedule",
+                       "exponential", "--tau-end", "0.25", "--tau-duration", "2", "--max-steps", "3",
+                       "--trainer-arg", "log_every_n_steps=1")
+    assert result.returncode == 0, result.stderr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "vae-mnist-stgs" / "version_0")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/tau")] == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    config = yaml.safe_load((tmp_path / "vae-mnist-stgs" / "version_0" / "config.yaml").read_text())
+    assert (config["tau_schedule"], config["tau_end"], config["tau_duration"]) == ("exponential", 0.25, 2)
+
+
 def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"estimator": "stgs", "tau": 0.5, "max_steps": 1,
@@ -103,6 +116,9 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
         (["--model", "bvae"], "model 'bvae' has no setting 'categories'; its settings: --latents, --tau"),
         (["--val-size", "-1"], "--val-size: must be an integer >= 0, got -1"),
         (["--estimator", "reinforce", "--num-samples", "1"], "reinforce: num_samples must be an integer >= 2"),
+        (["--tau", "2", "--tau-schedule", "linear", "--tau-end", "0.5", "--tau-duration", "4"],
+         "reinmax: temperature tau=0.5 is out of range"),
+        (["--tau-schedule", "linear"], "a linear temperature schedule needs an end temperature and a duration"),
         (["--trainer-arg", "oops"], "--trainer-arg expects KEY=VALUE, got 'oops'"),
         (["--resume", "auto"], "--resume auto found no checkpoints/last.ckpt under"),
     ],
