@@ -29,7 +29,7 @@ import yaml
 DEFAULTS: dict[str, Any] = {
     "model": "vae",
     "estimator": "reinmax",
-    "data": "mnist",
+    "data": None,
     "data_dir": None,
     # None: the model's own default (its constructor's, e.g. the paper's 10×30
     # ReinMax row for the categorical VAE) or its training recipe (``Model.recipe``).
@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "tau_interval": "step",
     "categories": None,
     "latents": None,
+    "pnorm": None,
     "num_samples": None,
     "optimizer": None,
     "lr": None,
@@ -60,8 +61,10 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {},
 }
 #: Settings a model takes as constructor arguments, and those of its training recipe.
-MODEL_SETTINGS = ("categories", "latents", "tau", "num_samples", "optimizer", "lr")
-RECIPE_SETTINGS = {"binarize": "none", "val_size": 0, "max_epochs": -1, "max_steps": -1}
+MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr")
+RECIPE_SETTINGS = {"data": "mnist", "binarize": "none", "val_size": 0, "max_epochs": -1, "max_steps": -1}
+#: The data of a model that makes its own inputs (the polynomial toy).
+NO_DATA = "none"
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
 
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"models: {', '.join(list_models())}\n"
             f"estimators: {', '.join(list_estimators())}\n"
-            f"data sets: {', '.join(ImageDataModule.DATASETS)}\n\n"
+            f"data sets: {', '.join(ImageDataModule.DATASETS)} ({NO_DATA} for poly)\n\n"
             "Example: python train.py --model vae --estimator st --tau 1.0 --data fashion-mnist"
         ),
         argument_default=argparse.SUPPRESS,
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", type=Path, help="YAML file of settings (flags override it)")
     add("--model", help=f"model name (default {DEFAULTS['model']})")
     add("--estimator", help=f"gradient estimator (default {DEFAULTS['estimator']})")
-    add("--data", help=f"data set (default {DEFAULTS['data']})")
+    add("--data", help="data set (default: the model's; mnist for the VAEs)")
     add("--data-dir", help="folder with the data set's files (searched before downloading)")
     add("--binarize", choices=["none", "dynamic"], help="pixel binarization (default: the model's)")
     add("--val-size", type=non_negative_int,
@@ -99,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tau-interval", choices=["step", "epoch"], help="schedule per step or per epoch (default step)")
     add("--categories", type=positive_int, help="classes per latent variable (vae; default 10)")
     add("--latents", type=positive_int, help="latent variables (default: the model's, 30 for vae)")
+    add("--pnorm", type=float, help="the exponent p of the polynomial toy's loss (poly; default 2)")
     add("--num-samples", type=positive_int,
         help="decoder evaluations per example and step (default: the model's)")
     add("--optimizer", choices=["adam", "radam"], help="optimizer (default: the model's)")
@@ -167,6 +171,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     config.update(given)
     check_names(config)
     fill_model_defaults(config)
+    check_data(config)
     return config
 
 
@@ -195,14 +200,23 @@ def fill_model_defaults(config: dict[str, Any]) -> None:
 
 
 def check_names(config: dict[str, Any]) -> None:
-    from datamodules.images import ImageDataModule
     from zoo.estimators import list_estimators
     from zoo.models import list_models
 
-    for kind, valid in (("model", list_models()), ("estimator", list_estimators()),
-                        ("data", list(ImageDataModule.DATASETS))):
+    for kind, valid in (("model", list_models()), ("estimator", list_estimators())):
         if config[kind] not in valid:
             raise ValueError(f"unknown {kind} {config[kind]!r}; valid choices: {', '.join(valid)}.")
+
+
+def check_data(config: dict[str, Any]) -> None:
+    from datamodules.images import ImageDataModule
+    from zoo.models import get_model_class
+
+    makes_own_inputs = get_model_class(config["model"]).recipe.get("data") == NO_DATA
+    valid = [NO_DATA] if makes_own_inputs else list(ImageDataModule.DATASETS)
+    if config["data"] not in valid:
+        raise ValueError(f"unknown data {config['data']!r} for model {config['model']!r}; "
+                         f"valid choices: {', '.join(valid)}.")
 
 
 def build_model(config: dict[str, Any]):
@@ -223,7 +237,10 @@ def build_model(config: dict[str, Any]):
 
 def build_datamodule(config: dict[str, Any]):
     from datamodules.images import ImageDataModule
+    from datamodules.steps import StepsDataModule
 
+    if config["data"] == NO_DATA:
+        return StepsDataModule()
     return ImageDataModule(
         config["data"],
         data_dir=config["data_dir"],

@@ -93,6 +93,18 @@ def test_a_temperature_schedule_anneals_tau_to_its_end(data_dir, tmp_path):
     assert (config["tau_schedule"], config["tau_end"], config["tau_duration"]) == ("exponential", 0.25, 2)
 
 
+def test_the_polynomial_toy_runs_without_a_data_set(tmp_path):
+    result = train("--model", "poly", "--pnorm", "3", "--max-steps", "4", "--output-dir", str(tmp_path),
+                   "--accelerator", "cpu", "--devices", "1", "--model-arg", "variables=8")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((tmp_path / "poly-none-reinmax" / "version_0" / "config.yaml").read_text())
+    assert (config["data"], config["pnorm"], config["num_samples"], config["lr"]) == ("none", 3.0, 64, 1e-3)
+    last = torch.load(tmp_path / "poly-none-reinmax" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
+    refused = train("--model", "poly", "--data", "mnist", "--output-dir", str(tmp_path))
+    assert refused.returncode == 2 and "unknown data 'mnist' for model 'poly'; valid choices: none" in refused.stderr
+
+
 def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"estimator": "stgs", "tau": 0.5, "max_steps": 1,
@@ -106,15 +118,16 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, vae"),
+        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, poly, vae"),
         (["--estimator", "reinmx"], "unknown estimator 'reinmx'; valid choices: disarm, exact"),
-        (["--data", "cifar"], "unknown data 'cifar'; valid choices: mnist, fashion-mnist, omniglot"),
+        (["--data", "cifar"], "unknown data 'cifar' for model 'vae'; valid choices: mnist, fashion-mnist, omniglot"),
         (["--estimator", "reinmax", "--tau", "0.5"], "reinmax: temperature tau=0.5 is out of range"),
         (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
         (["--trainer-arg", "max_epocs=3"], "bad trainer setting"),
         (["--model-arg", "widths=3"], "bad model option for 'vae'"),
         (["--model", "bvae"], "model 'bvae' has no setting 'categories'; its settings: --latents, --tau"),
         (["--val-size", "-1"], "--val-size: must be an integer >= 0, got -1"),
+        (["--pnorm", "3"], "model 'vae' has no setting 'pnorm'"),
         (["--estimator", "reinforce", "--num-samples", "1"], "reinforce: num_samples must be an integer >= 2"),
         (["--tau", "2", "--tau-schedule", "linear", "--tau-end", "0.5", "--tau-duration", "4"],
          "reinmax: temperature tau=0.5 is out of range"),

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import lightning as L
 
+from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
 
-MODELS: dict[str, type[L.LightningModule]] = {"vae": CategoricalVAE, "bvae": BernoulliVAE}
+MODELS: dict[str, type[L.LightningModule]] = {
+    "vae": CategoricalVAE,
+    "bvae": BernoulliVAE,
+    "poly": PolynomialProgramming,
+}
 
 
 def list_models() -> list[str]:
@@ -19,4 +24,12 @@ def get_model_class(name: str) -> type[L.LightningModule]:
     return MODELS[name]
 
 
-__all__ = ["BernoulliVAE", "CategoricalVAE", "DiscreteVAE", "MODELS", "get_model_class", "list_models"]
+__all__ = [
+    "BernoulliVAE",
+    "CategoricalVAE",
+    "DiscreteVAE",
+    "MODELS",
+    "PolynomialProgramming",
+    "get_model_class",
+    "list_models",
+]

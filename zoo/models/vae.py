@@ -16,8 +16,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 from .._logging import logger_writes_this_step
-from ..estimators import Estimator, estimator_options, get_estimator
+from ._building import build_estimator, make_optimizer
 from ._metrics import WeightedMeans
 
 STAGES = ("train", "val", "test")
@@ -32,21 +33,6 @@ def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.ReLU) -> 
             layers.append(activation())
         layers.append(nn.Linear(width_in, width_out))
     return nn.Sequential(*layers)
-
-
-def build_estimator(name: str, tau: float, options: dict[str, Any] | None) -> Estimator:
-    """``get_estimator`` with ``tau`` passed only to estimators that have a temperature."""
-    options = dict(options or {})
-    if "tau" in estimator_options(name):
-        options.setdefault("tau", tau)
-    return get_estimator(name, **options)
-
-
-def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
-    optimizers = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}
-    if name not in optimizers:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(optimizers)}.")
-    return optimizers[name](parameters, lr=lr)
 
 
 class DiscreteVAE(L.LightningModule):

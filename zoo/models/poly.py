@@ -1,0 +1,92 @@
+"""The paper's polynomial-programming toy: a test bed where everything is exact.
+
+``variables`` binary variables ``z_i`` with ``P(z_i = 1) = softmax(θ_i)_0`` and the
+loss ``f(z) = mean_i |z_i − target|^p``. The expected loss and its gradient have
+closed forms, so the training curve is the exact objective rather than a noisy
+estimate of it, and the optimum ``z ≡ 0`` (loss ``target^p`` for a target below ½)
+is known. Defaults: the paper's 128 variables, target 0.45, 64 samples a step,
+Adam lr 1e-3, τ = 1, 8000 steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .._logging import logger_writes_this_step
+from ._building import build_estimator, make_optimizer
+from ._metrics import WeightedMeans
+
+TERMS = ("loss", "expected_loss")
+
+
+class PolynomialProgramming(L.LightningModule):
+    """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (variables, 2)``."""
+
+    checkpoint_monitor = ("train/expected_loss_epoch", "min")
+    recipe = {"data": "none", "max_epochs": -1, "max_steps": 8000}
+
+    def __init__(
+        self,
+        variables: int = 128,
+        pnorm: float = 2.0,
+        target: float = 0.45,
+        estimator: str = "reinmax",
+        tau: float = 1.0,
+        estimator_options: dict[str, Any] | None = None,
+        num_samples: int = 64,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        init_scale: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if variables < 1 or not pnorm > 0 or not 0 <= target <= 1:
+            raise ValueError(
+                "PolynomialProgramming needs variables >= 1, pnorm > 0 and 0 <= target <= 1, "
+                f"got {variables}, {pnorm} and {target}."
+            )
+        self.save_hyperparameters()
+        self.estimator = build_estimator(estimator, tau, estimator_options)
+        self.estimator.check_num_samples(num_samples)
+        self.logits = nn.Parameter(torch.empty(variables, 2).uniform_(-init_scale, init_scale))
+        self.epoch_means = WeightedMeans(TERMS)
+
+    def loss(self, samples: Tensor) -> Tensor:
+        """``f`` per sample: one-hot samples ``(S, variables, 2)`` → ``(S,)``; class 0 is z = 1."""
+        ones = samples[..., 0]
+        return (ones - self.hparams.target).abs().pow(self.hparams.pnorm).mean(-1)
+
+    def probability_of_one(self) -> Tensor:
+        return self.logits.softmax(-1)[:, 0]
+
+    def expected_loss(self) -> Tensor:
+        """``E_z[f(z)]`` in closed form; its autograd gradient is the exact gradient."""
+        target, pnorm = self.hparams.target, self.hparams.pnorm
+        q = self.probability_of_one()
+        return (q * (1 - target) ** pnorm + (1 - q) * target**pnorm).mean()
+
+    @property
+    def optimum(self) -> float:
+        """The smallest expected loss: every ``z_i`` at the value nearer the target."""
+        target, pnorm = self.hparams.target, self.hparams.pnorm
+        return min(target, 1 - target) ** pnorm
+
+    def training_step(self, batch: Any, batch_index: int) -> Tensor:
+        loss = self.estimator.objective(self.logits, self.loss, self.hparams.num_samples)
+        with torch.no_grad():
+            expected = self.expected_loss()
+        self.epoch_means.update(torch.stack((loss.detach(), expected)), 1)
+        if logger_writes_this_step(self.trainer):
+            self.log_dict({"train/loss": loss.detach(), "train/expected_loss": expected}, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        for term, value in self.epoch_means.compute().items():
+            self.log(f"train/{term}_epoch", value)
+        self.epoch_means.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
