@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
+from ._probe import GradientProbe
 from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
 
@@ -28,6 +29,7 @@ __all__ = [
     "BernoulliVAE",
     "CategoricalVAE",
     "DiscreteVAE",
+    "GradientProbe",
     "MODELS",
     "PolynomialProgramming",
     "get_model_class",

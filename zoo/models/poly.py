@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
 from ._metrics import WeightedMeans
+from ._probe import GradientProbe
 
 TERMS = ("loss", "expected_loss")
 
@@ -59,14 +60,16 @@ class PolynomialProgramming(L.LightningModule):
         ones = samples[..., 0]
         return (ones - self.hparams.target).abs().pow(self.hparams.pnorm).mean(-1)
 
-    def probability_of_one(self) -> Tensor:
-        return self.logits.softmax(-1)[:, 0]
-
-    def expected_loss(self) -> Tensor:
-        """``E_z[f(z)]`` in closed form; its autograd gradient is the exact gradient."""
+    def expected_loss(self, logits: Tensor | None = None) -> Tensor:
+        """``E_z[f(z)]`` in closed form (at ``logits``, default the model's); its
+        autograd gradient is the exact gradient."""
         target, pnorm = self.hparams.target, self.hparams.pnorm
-        q = self.probability_of_one()
+        q = (self.logits if logits is None else logits).softmax(-1)[..., 0]
         return (q * (1 - target) ** pnorm + (1 - q) * target**pnorm).mean()
+
+    def gradient_probe(self, batch: Any = None) -> GradientProbe:
+        """The logits, the loss, and the closed form that gives the exact reference."""
+        return GradientProbe(self.logits.detach(), self.loss, expected_loss=self.expected_loss)
 
     @property
     def optimum(self) -> float:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
 from ._metrics import WeightedMeans
+from ._probe import GradientProbe
 
 STAGES = ("train", "val", "test")
 TERMS = ("neg_elbo", "reconstruction", "kl")
@@ -99,6 +100,15 @@ class DiscreteVAE(L.LightningModule):
         )
         kl = self.kl_to_prior(logits).mean()
         return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+
+    def gradient_probe(self, images: Tensor) -> GradientProbe:
+        """The encoder's logits for ``images`` and the reconstruction loss of codes.
+
+        The KL term is left out: its gradient is analytic, not estimated.
+        """
+        with torch.no_grad():
+            logits = self.encode(images)
+        return GradientProbe(logits, lambda codes: self.reconstruction_loss(images, codes))
 
     def _step(self, images: Tensor, stage: str) -> Tensor:
         terms = self.loss_terms(images)
