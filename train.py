@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "precision": "32-true",
     "output_dir": "runs",
     "resume": None,
+    "grad_quality_every": 0,  # steps between gradient-quality measurements; 0: off
+    "grad_quality": {},  # GradientQuality's other options, e.g. num_samples, estimators
     "model_options": {},
     "estimator_options": {},
     "trainer": {},
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--strategy", help="auto, ddp, ddp_spawn, ... (default auto)")
     add("--precision", help="32-true, bf16-mixed, 16-mixed, ... (default 32-true)")
     add("--output-dir", help=f"where runs are written (default {DEFAULTS['output_dir']})")
+    add("--grad-quality-every", type=non_negative_int, metavar="N",
+        help="log the estimator's cosine, bias and std against the true gradient every N steps "
+             "(0: off; other options under grad_quality in the YAML file)")
     add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
     for target in ("model", "estimator", "trainer"):
         add(f"--{target}-arg", action="append", metavar="KEY=VALUE", dest=f"{target}_args",
@@ -315,6 +320,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from callbacks.checkpoint import FinalCheckpoint
+    from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
     from callbacks.seeding import PerRankSeed
     from callbacks.temperature import TemperatureSchedule
@@ -328,6 +334,12 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
         PerRankSeed(config["seed"]),
     ]
+    if config["grad_quality_every"]:
+        try:
+            callbacks.append(GradientQuality(every_n_steps=config["grad_quality_every"],
+                                             seed=config["seed"], **config["grad_quality"]))
+        except TypeError as error:
+            raise ValueError(f"bad grad_quality option: {error}") from error
     if config["tau_schedule"] != "constant":
         callbacks.append(TemperatureSchedule(config["tau"], config["tau_end"], config["tau_schedule"],
                                              config["tau_duration"], config["tau_interval"]))

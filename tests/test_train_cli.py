@@ -105,6 +105,29 @@ def test_the_polynomial_toy_runs_without_a_data_set(tmp_path):
     assert refused.returncode == 2 and "unknown data 'mnist' for model 'poly'; valid choices: none" in refused.stderr
 
 
+def test_gradient_quality_is_logged_when_asked(data_dir, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"grad_quality": {"num_samples": 4, "probe_batch_size": 3,
+                                                       "estimators": ["st"]}}))
+    result = small_run(data_dir, tmp_path, "--config", str(config), "--grad-quality-every", "2",
+                       "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "vae-mnist-reinmax" / "version_0")).Reload()
+    for estimator in ("reinmax", "st"):
+        assert [e.step for e in events.Scalars(f"grad_quality/{estimator}/cosine")] == [0, 2]
+    refused = small_run(data_dir, tmp_path, "--grad-quality-every", "2", "--max-steps", "1",
+                        "--config", str(_yaml(tmp_path, {"grad_quality": {"samples": 4}})))
+    assert refused.returncode == 2 and "bad grad_quality option" in refused.stderr
+
+
+def _yaml(folder: Path, settings: dict) -> Path:
+    path = folder / "settings.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
 def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"estimator": "stgs", "tau": 0.5, "max_steps": 1,
