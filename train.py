@@ -154,7 +154,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults, then the YAML file, then the flags."""
+    """Defaults, then the YAML file, then the flags; what is still unset, from the model."""
     config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in DEFAULTS.items()}
     given = vars(args)
     if "config" in given:
