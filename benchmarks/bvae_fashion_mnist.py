@@ -142,6 +142,20 @@ def report(args: argparse.Namespace) -> None:
                   f"{statistics.mean(r['seconds'] for r in group) / 60:.0f} |")
 
 
+    print("\nTraining −ELBO (mean of the 500 steps before) along the way, the longest run of each row:\n")
+    marks = [10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000]
+    longest = max(r["steps"] for r in records)
+    marks = [mark for mark in marks if mark <= longest]
+    print("| K | estimator | " + " | ".join(f"{mark:,}" for mark in marks) + " |")
+    print("|--:|---|" + "--:|" * len(marks))
+    for estimator, num_samples in ROWS:
+        mine = [r for r in records if (r["estimator"], r["num_samples"]) == (estimator, num_samples)]
+        if mine:
+            blocks = max(mine, key=lambda r: r["steps"])["train_neg_elbo_per_500_steps"]
+            cells = [f"{blocks[mark // WINDOW - 1]:.2f}" if mark // WINDOW <= len(blocks) else "–" for mark in marks]
+            print(f"| {num_samples} | {estimator} | " + " | ".join(cells) + " |")
+
+
 def spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
