@@ -77,8 +77,12 @@ class PolynomialProgramming(L.LightningModule):
         target, pnorm = self.hparams.target, self.hparams.pnorm
         return min(target, 1 - target) ** pnorm
 
+    def objective(self) -> Tensor:
+        """The sampled loss, whose gradient is the estimator's estimate."""
+        return self.estimator.objective(self.logits, self.loss, self.hparams.num_samples)
+
     def training_step(self, batch: Any, batch_index: int) -> Tensor:
-        loss = self.estimator.objective(self.logits, self.loss, self.hparams.num_samples)
+        loss = self.objective()
         with torch.no_grad():
             expected = self.expected_loss()
         self.epoch_means.update(torch.stack((loss.detach(), expected)), 1)
