@@ -15,8 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
-from ._categorical import full_precision
-from .score_function import _with_surrogate
+from .score_function import with_surrogate, binary_logit_gap, logit_gap_surrogate
 
 # The slope of the control network's LeakyReLU for negative inputs.
 _NEGATIVE_SLOPE = 0.3
@@ -129,16 +128,8 @@ class RODEO(ScoreFunctionEstimator):
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
         self.check_num_samples(num_samples)
-        if logits.shape[-1] != 2:
-            raise ValueError(
-                f"{self.name} needs binary variables: logits of shape (..., 2), "
-                f"got {tuple(logits.shape)}. Use reinforce for more classes."
-            )
-        work = full_precision(logits)
-        logit_gap = work[..., 1] - work[..., 0]
+        logit_gap, prob_one = binary_logit_gap(self, logits)
         with torch.no_grad():
-            prob_one = torch.sigmoid(logit_gap)
-            self.check(prob_one.unsqueeze(-1))
             uniform = torch.rand((num_samples, *prob_one.shape), dtype=prob_one.dtype, device=prob_one.device)
             ones = uniform < prob_one
             samples = torch.stack((~ones, ones), dim=-1).to(logits.dtype)
@@ -149,23 +140,20 @@ class RODEO(ScoreFunctionEstimator):
         samples.requires_grad_()
         losses = f(samples)
         batch_ndim = check_losses(self.name, losses, logits, num_samples)
-        slopes = _slopes_along_the_edge(losses, samples).to(work.dtype)
+        slopes = _slopes_along_the_edge(losses, samples).to(logit_gap.dtype)
         num_examples = losses[0].numel()
         bits_shape = (num_samples, num_examples, math.prod(prob_one.shape[batch_ndim:]))
-        # Under autocast the control maths would drop to half precision; keep work.dtype.
+        # Under autocast the control maths would drop to half precision; keep logit_gap.dtype.
         with torch.autocast(logits.device.type, enabled=False):
             estimate = self.estimate(
-                losses.detach().to(work.dtype).reshape(bits_shape[:2]),
-                ones.to(work.dtype).reshape(bits_shape),
+                losses.detach().to(logit_gap.dtype).reshape(bits_shape[:2]),
+                ones.to(logit_gap.dtype).reshape(bits_shape),
                 prob_one.reshape(bits_shape[1:]),
                 slopes.reshape(bits_shape),
             )
         variance_loss = estimate.square().mean()
-        # The estimate is per example; the objective averages over the batch.
-        # A masked class makes η infinite and its estimate zero; keep 0·∞ out of the value.
-        finite_gap = logit_gap.masked_fill(~torch.isfinite(logit_gap.detach()), 0.0)
-        surrogate = (estimate.detach().reshape(logit_gap.shape) * finite_gap).sum() / num_examples
-        return _with_surrogate(losses.mean(), surrogate) + (variance_loss - variance_loss.detach())
+        surrogate = logit_gap_surrogate(estimate.detach().reshape(logit_gap.shape), logit_gap, num_examples)
+        return with_surrogate(losses.mean(), surrogate) + (variance_loss - variance_loss.detach())
 
     def estimate(self, losses: Tensor, ones: Tensor, prob_one: Tensor, slopes: Tensor) -> Tensor:
         """``ĝ_η`` per example ``(N, D)``; differentiable only in the control parameters.

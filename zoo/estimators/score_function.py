@@ -27,9 +27,37 @@ def per_example_log_prob(log_probs: Tensor, index: Tensor, batch_ndim: int) -> T
     return picked.sum(dim=variable_dims) if variable_dims else picked
 
 
-def _with_surrogate(mean_loss: Tensor, surrogate: Tensor) -> Tensor:
+def with_surrogate(mean_loss: Tensor, surrogate: Tensor) -> Tensor:
     """``mean_loss`` in value; ``mean_loss + surrogate`` in gradient."""
     return mean_loss + (surrogate - surrogate.detach())
+
+
+def binary_logit_gap(estimator: ScoreFunctionEstimator, logits: Tensor) -> tuple[Tensor, Tensor]:
+    """``η = θ_1 − θ_0`` (in float32 or wider, with gradient) and ``p = σ(η)`` (checked, detached).
+
+    For the estimators that only handle binary variables, logits ``(..., 2)``.
+    """
+    if logits.shape[-1] != 2:
+        raise ValueError(
+            f"{estimator.name} needs binary variables: logits of shape (..., 2), "
+            f"got {tuple(logits.shape)}. Use reinforce for more classes."
+        )
+    work = full_precision(logits)
+    logit_gap = work[..., 1] - work[..., 0]
+    with torch.no_grad():
+        prob_one = torch.sigmoid(logit_gap)
+        estimator.check(prob_one.unsqueeze(-1))
+    return logit_gap, prob_one
+
+
+def logit_gap_surrogate(grad_gap: Tensor, logit_gap: Tensor, num_examples: int) -> Tensor:
+    """A scalar whose gradient for ``η`` is ``grad_gap`` averaged over the examples.
+
+    A masked class makes ``η`` infinite and its estimate zero; 0·∞ is kept out of
+    the value.
+    """
+    finite_gap = logit_gap.masked_fill(~torch.isfinite(logit_gap.detach()), 0.0)
+    return (grad_gap * finite_gap).sum() / num_examples
 
 
 class ReinforceLeaveOneOut(ScoreFunctionEstimator):
@@ -52,7 +80,7 @@ class ReinforceLeaveOneOut(ScoreFunctionEstimator):
             advantage = (losses - losses.mean(dim=0)) * (num_samples / (num_samples - 1))
         log_p = per_example_log_prob(log_probs, index, batch_ndim)
         surrogate = (advantage * log_p).mean()
-        return _with_surrogate(losses.mean(), surrogate)
+        return with_surrogate(losses.mean(), surrogate)
 
 
 class DisARM(ScoreFunctionEstimator):
@@ -76,17 +104,9 @@ class DisARM(ScoreFunctionEstimator):
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
         self.check_num_samples(num_samples)
-        if logits.shape[-1] != 2:
-            raise ValueError(
-                f"{self.name} needs binary variables: logits of shape (..., 2), "
-                f"got {tuple(logits.shape)}. Use reinforce for more classes."
-            )
+        logit_gap, prob_one = binary_logit_gap(self, logits)
         pairs = num_samples // 2
-        work = full_precision(logits)
-        logit_gap = work[..., 1] - work[..., 0]
         with torch.no_grad():
-            prob_one = torch.sigmoid(logit_gap)
-            self.check(prob_one.unsqueeze(-1))
             uniform = torch.rand((pairs, *prob_one.shape), dtype=prob_one.dtype, device=prob_one.device)
             first = uniform < prob_one
             second = uniform > 1.0 - prob_one
@@ -102,8 +122,5 @@ class DisARM(ScoreFunctionEstimator):
             sign = 1.0 - 2.0 * second.to(prob_one.dtype)
             weight = (first != second).to(prob_one.dtype) * torch.sigmoid(logit_gap.abs())
             grad_gap = (half_difference * sign * weight).mean(dim=0)
-        # The estimate is per example; the objective averages over the batch.
-        # A masked class makes η infinite and its estimate zero; keep 0·∞ out of the value.
-        finite_gap = logit_gap.masked_fill(~torch.isfinite(logit_gap.detach()), 0.0)
-        surrogate = (grad_gap * finite_gap).sum() / losses[0].numel()
-        return _with_surrogate(losses.mean(), surrogate)
+        surrogate = logit_gap_surrogate(grad_gap, logit_gap, losses[0].numel())
+        return with_surrogate(losses.mean(), surrogate)
