@@ -50,7 +50,7 @@ class GradientQuality(L.Callback):
     training estimator's τ unless its options set one). The model must define
     ``gradient_probe(batch) -> GradientProbe``; the probe batch is the first
     ``probe_batch_size`` examples of the first training batch seen, broadcast from
-    rank 0. ``reference_samples`` loss evaluations make a sampled reference, used
+    rank 0, unless ``probe_batch`` is set beforehand. ``reference_samples`` loss evaluations make a sampled reference, used
     when there are more than ``max_configurations`` configurations per example.
     """
 
@@ -81,7 +81,7 @@ class GradientQuality(L.Callback):
         self.chunk_size = chunk_size
         self.seed = seed
         self.last: dict[str, float] = {}
-        self._probe_batch: Any = None
+        self.probe_batch: Any = None
         self._extra: dict[str, Estimator] = {}
 
     def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
@@ -99,9 +99,9 @@ class GradientQuality(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_index: int) -> None:
         if trainer.global_step % self.every_n_steps:
             return
-        if self._probe_batch is None:
+        if self.probe_batch is None:
             first = batch[: self.probe_batch_size] if isinstance(batch, Tensor) else batch
-            self._probe_batch = trainer.strategy.broadcast(first, src=0)
+            self.probe_batch = trainer.strategy.broadcast(first, src=0)
         reduce = (lambda tensor: trainer.strategy.reduce(tensor, reduce_op="sum")) if trainer.world_size > 1 else (lambda tensor: tensor)
         self.last = self.measure(module, trainer.global_step, trainer.global_rank, trainer.world_size, reduce)
         if trainer.is_global_zero:
@@ -109,12 +109,17 @@ class GradientQuality(L.Callback):
                 logger.log_metrics(self.last, step=trainer.global_step)
 
     def measure(self, module: L.LightningModule, step: int, rank: int = 0, world_size: int = 1,
-                reduce: Reduce = lambda tensor: tensor) -> dict[str, float]:
-        """The statistics of every scored estimator, as logged; the same on every rank."""
+                reduce: Reduce = lambda tensor: tensor, reference: Tensor | None = None) -> dict[str, float]:
+        """The statistics of every scored estimator, as logged; the same on every rank.
+
+        ``reference``, the output of :meth:`reference` for these parameters, saves
+        recomputing it when several estimators are scored one call at a time.
+        """
         devices = [module.device.index or 0] if module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            probe = module.gradient_probe(self._probe_batch)
-            reference = self.reference(probe, step, rank, world_size, reduce)
+            probe = module.gradient_probe(self.probe_batch)
+            if reference is None:
+                reference = self.reference(probe, step, rank, world_size, reduce)
             estimators = {module.estimator.name: module.estimator, **self._extra}
             metrics = {}
             for salt, (name, estimator) in enumerate(estimators.items(), start=1):

@@ -100,6 +100,17 @@ def test_extra_estimators_are_scored_on_the_same_probe():
     assert {key.split("/")[1] for key in metrics} == {"reinmax", "st", "stgs"}
 
 
+def test_a_given_reference_scores_as_the_computed_one():
+    torch.manual_seed(0)
+    module = small_vae("st")
+    callback = GradientQuality(num_samples=8)
+    callback.probe_batch = images(4)
+    reference = callback.reference(module.gradient_probe(callback.probe_batch))
+    assert callback.measure(module, step=3, reference=reference) == callback.measure(module, step=3)
+    skewed = callback.measure(module, step=3, reference=2 * reference)
+    assert skewed["grad_quality/st/bias"] != callback.measure(module, step=3)["grad_quality/st/bias"]
+
+
 def _measure_on_rank(rank: int, world_size: int, port: int, results: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -107,7 +118,7 @@ def _measure_on_rank(rank: int, world_size: int, port: int, results: dict) -> No
     module = small_vae("reinmax", latents=30, categories=4)  # 4^30 configurations: sampled reference
     torch.manual_seed(100 + rank)  # training noise differs per rank; the callback's must not matter
     callback = GradientQuality(num_samples=12, chunk_size=3, reference_samples=200)
-    callback._probe_batch = images(4)
+    callback.probe_batch = images(4)
 
     def reduce(tensor: Tensor) -> Tensor:
         dist.all_reduce(tensor)
