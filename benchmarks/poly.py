@@ -7,8 +7,9 @@
 1e-3, τ = 1, 8000 steps) for p ∈ {1.5, 2, 3}; the final *exact* expected loss,
 mean ± std over seeds, next to the optimum 0.45^p. ``reinmax-vs-rloo``: the same
 for ReinMax and RLOO with 4, 16 and 128 variables at 8, 64 and 256 samples a step
-(p = 2). Each run is train.py's ``PolynomialProgramming`` stepped by a plain
-loop: the toy's steps are so small that a trainer's per-step work would dominate.
+(p = 2). Each cell is train.py's ``PolynomialProgramming`` with one replica per
+seed (independent copies trained in one model), stepped by a plain loop: the toy's
+steps are so small that a trainer's per-step work would dominate.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from zoo.models import PolynomialProgramming  # noqa: E402
 ESTIMATORS = ["st", "reinmax", "stgs", "gst-1.0", "grmck", "reinforce"]
 
 
-def final_loss(seed: int, steps: int, **settings) -> float:
-    torch.manual_seed(seed)
-    model = PolynomialProgramming(**settings)
+def final_losses(seeds: int, steps: int, **settings) -> list[float]:
+    """The exact expected loss after ``steps`` steps of ``seeds`` independent replicas."""
+    torch.manual_seed(0)
+    model = PolynomialProgramming(replicas=seeds, **settings)
     optimizer = model.configure_optimizers()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         model.objective().backward()
         optimizer.step()
-    return float(model.expected_loss().detach())
+    return model.expected_losses().tolist()
 
 
 def spread(values: list[float]) -> str:
@@ -51,8 +53,7 @@ def estimators(args: argparse.Namespace) -> None:
     for name in args.estimators:
         cells = []
         for pnorm in pnorms:
-            losses = [final_loss(seed, args.steps, estimator=name, pnorm=pnorm) for seed in range(args.seeds)]
-            cells.append(spread(losses))
+            cells.append(spread(final_losses(args.seeds, args.steps, estimator=name, pnorm=pnorm)))
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -63,9 +64,8 @@ def reinmax_vs_rloo(args: argparse.Namespace) -> None:
         for num_samples in (8, 64, 256):
             cells = []
             for name in ("reinmax", "reinforce"):
-                losses = [final_loss(seed, args.steps, estimator=name, variables=variables,
-                                     num_samples=num_samples) for seed in range(args.seeds)]
-                cells.append(spread(losses))
+                cells.append(spread(final_losses(args.seeds, args.steps, estimator=name, variables=variables,
+                                                 num_samples=num_samples)))
             print(f"| {variables} | {num_samples} | {cells[0]} | {cells[1]} | {0.45 ** 2:.4f} |", flush=True)
 
 

@@ -18,13 +18,13 @@ NUM_SAMPLES = {"exact": 1}
 
 def enumerated_expected_loss(model: PolynomialProgramming) -> torch.Tensor:
     """``Σ_z p(z) f(z)`` over every configuration, by brute force."""
-    probs = model.logits.softmax(-1)
+    (probs,) = model.logits.softmax(-1)  # one replica
     variables = probs.shape[0]
     total = probs.new_zeros(())
     for classes in itertools.product(range(2), repeat=variables):
         index = torch.tensor(classes)
         one_hot = torch.nn.functional.one_hot(index, 2).to(probs.dtype)
-        total = total + probs[torch.arange(variables), index].prod() * model.loss(one_hot.unsqueeze(0))[0]
+        total = total + probs[torch.arange(variables), index].prod() * model.loss(one_hot[None, None])[0, 0]
     return total
 
 
@@ -48,7 +48,30 @@ def test_the_papers_initial_and_optimal_losses(pnorm, initial, optimum):
     model = PolynomialProgramming(pnorm=pnorm)
     assert model.expected_loss().item() == pytest.approx(initial, abs=1e-3)
     assert model.optimum == pytest.approx(optimum, abs=1e-4)
-    assert model.logits.shape == (128, 2) and model.logits.abs().max() <= 0.01
+    assert model.logits.shape == (1, 128, 2) and model.logits.abs().max() <= 0.01
+
+
+@pytest.mark.parametrize("estimator", list_estimators())
+def test_replicas_train_independently(estimator):
+    """A replica's estimate depends on its own logits and noise only, at the scale of a lone run."""
+    num_samples = NUM_SAMPLES.get(estimator, 2)
+    model = PolynomialProgramming(variables=6, replicas=3, estimator=estimator, num_samples=num_samples, init_scale=1.0)
+
+    def gradient() -> torch.Tensor:
+        model.logits.grad = None
+        torch.manual_seed(7)
+        model.objective().backward()
+        return model.logits.grad.clone()
+
+    before = gradient()
+    with torch.no_grad():
+        model.logits[1:, :, 0] += 0.5  # shifting both logits would keep the probabilities
+    after = gradient()
+    torch.testing.assert_close(after[0], before[0], rtol=0, atol=0)
+    assert not torch.equal(after[1:], before[1:])
+    (exact_grad,) = torch.autograd.grad(model.expected_losses()[0], model.logits)
+    if estimator == "exact":
+        torch.testing.assert_close(after[0], exact_grad[0])
 
 
 def fit(model: PolynomialProgramming, steps: int, tmp_path) -> L.Trainer:

@@ -6,6 +6,10 @@ closed forms, so the training curve is the exact objective rather than a noisy
 estimate of it, and the optimum ``z ≡ 0`` (loss ``target^p`` for a target below ½)
 is known. Defaults: the paper's 128 variables, target 0.45, 64 samples a step,
 Adam lr 1e-3, τ = 1, 8000 steps.
+
+``replicas`` trains that many independent copies at once (logits
+``(replicas, variables, 2)``, each copy its own example of the estimator's batch and
+its own Adam coordinates): a sweep over seeds in one process at the cost of one run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ TERMS = ("loss", "expected_loss")
 
 
 class PolynomialProgramming(L.LightningModule):
-    """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (variables, 2)``."""
+    """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (replicas, variables, 2)``."""
 
     checkpoint_monitor = ("train/expected_loss_epoch", "min")
     recipe = {"data": "none", "max_epochs": -1, "max_steps": 8000}
@@ -42,30 +46,35 @@ class PolynomialProgramming(L.LightningModule):
         optimizer: str = "adam",
         lr: float = 1e-3,
         init_scale: float = 0.01,
+        replicas: int = 1,
     ) -> None:
         super().__init__()
-        if variables < 1 or not pnorm > 0 or not 0 <= target <= 1:
+        if variables < 1 or replicas < 1 or not pnorm > 0 or not 0 <= target <= 1:
             raise ValueError(
-                "PolynomialProgramming needs variables >= 1, pnorm > 0 and 0 <= target <= 1, "
-                f"got {variables}, {pnorm} and {target}."
+                "PolynomialProgramming needs variables >= 1, replicas >= 1, pnorm > 0 and "
+                f"0 <= target <= 1, got {variables}, {replicas}, {pnorm} and {target}."
             )
         self.save_hyperparameters()
         self.estimator = build_estimator(estimator, tau, estimator_options)
         self.estimator.check_num_samples(num_samples)
-        self.logits = nn.Parameter(torch.empty(variables, 2).uniform_(-init_scale, init_scale))
+        self.logits = nn.Parameter(torch.empty(replicas, variables, 2).uniform_(-init_scale, init_scale))
         self.epoch_means = WeightedMeans(TERMS)
 
     def loss(self, samples: Tensor) -> Tensor:
-        """``f`` per sample: one-hot samples ``(S, variables, 2)`` → ``(S,)``; class 0 is z = 1."""
+        """``f`` per sample: one-hot samples ``(S, replicas, variables, 2)`` → ``(S, replicas)``;
+        class 0 is z = 1."""
         ones = samples[..., 0]
         return (ones - self.hparams.target).abs().pow(self.hparams.pnorm).mean(-1)
 
-    def expected_loss(self, logits: Tensor | None = None) -> Tensor:
-        """``E_z[f(z)]`` in closed form (at ``logits``, default the model's); its
-        autograd gradient is the exact gradient."""
+    def expected_losses(self, logits: Tensor | None = None) -> Tensor:
+        """``E_z[f(z)]`` of each replica in closed form (at ``logits``, default the model's)."""
         target, pnorm = self.hparams.target, self.hparams.pnorm
         q = (self.logits if logits is None else logits).softmax(-1)[..., 0]
-        return (q * (1 - target) ** pnorm + (1 - q) * target**pnorm).mean()
+        return (q * (1 - target) ** pnorm + (1 - q) * target**pnorm).mean(-1)
+
+    def expected_loss(self, logits: Tensor | None = None) -> Tensor:
+        """The replicas' mean expected loss; its autograd gradient is the exact gradient."""
+        return self.expected_losses(logits).mean()
 
     def gradient_probe(self, batch: Any = None) -> GradientProbe:
         """The logits, the loss, and the closed form that gives the exact reference."""
@@ -78,17 +87,21 @@ class PolynomialProgramming(L.LightningModule):
         return min(target, 1 - target) ** pnorm
 
     def objective(self) -> Tensor:
-        """The sampled loss, whose gradient is the estimator's estimate."""
-        return self.estimator.objective(self.logits, self.loss, self.hparams.num_samples)
+        """The sampled loss, whose gradient is the estimator's estimate.
+
+        Summed over replicas, so that each replica's gradient is that of a run of its own.
+        """
+        return self.estimator.objective(self.logits, self.loss, self.hparams.num_samples) * self.hparams.replicas
 
     def training_step(self, batch: Any, batch_index: int) -> Tensor:
-        loss = self.objective()
+        objective = self.objective()
+        loss = objective.detach() / self.hparams.replicas
         with torch.no_grad():
             expected = self.expected_loss()
-        self.epoch_means.update(torch.stack((loss.detach(), expected)), 1)
+        self.epoch_means.update(torch.stack((loss, expected)), 1)
         if logger_writes_this_step(self.trainer):
-            self.log_dict({"train/loss": loss.detach(), "train/expected_loss": expected}, prog_bar=True)
-        return loss
+            self.log_dict({"train/loss": loss, "train/expected_loss": expected}, prog_bar=True)
+        return objective
 
     def on_train_epoch_end(self) -> None:
         for term, value in self.epoch_means.compute().items():
