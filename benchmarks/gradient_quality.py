@@ -130,7 +130,7 @@ def report(args: argparse.Namespace) -> None:
     if not path.exists():
         sys.exit(f"no {path}; run `{Path(__file__).name} analysis` first.")
     record = json.loads(path.read_text())
-    runs, every = record["runs"], record["settings"]["every_n_steps"]
+    runs = record["runs"]
     print(f"- command: `{record['command']}`; torch {record['torch']}, {record['threads']} threads\n")
 
     print(f"Cosine of each estimator's mean to the exact gradient along its own training run "
@@ -166,7 +166,7 @@ def report(args: argparse.Namespace) -> None:
             cells.append(f"{row['bias']:.3f} / {row['std']:.3f}" if row else "–")
         print(f"| {tau:g} | " + " | ".join(cells) + " |")
     plot(record, args.results / "gradient_quality.png")
-    print(f"\n![gradient quality](results/gradient_quality/gradient_quality.png)")
+    print("\n![gradient quality](results/gradient_quality/gradient_quality.png)")
 
 
 def plot(record: dict, path: Path) -> None:

@@ -39,6 +39,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 
+from ._seeds import draw_seed, shared_seed
 from .idx import read_idx
 
 __all__ = [
@@ -144,7 +145,7 @@ class TensorBatches:
         self.binarize = binarize
         self.rank = rank
         self.world_size = world_size
-        self.seed = _draw_seed() if seed is None and shuffle else seed
+        self.seed = draw_seed() if seed is None and shuffle else seed
         #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
         #: so Lightning's check that the object is iterable does not skip an order.
         self.epoch = 0
@@ -279,8 +280,7 @@ class ImageDataModule(LightningDataModule):
         if self.trainer is not None:
             rank, world_size = self.trainer.global_rank, self.trainer.world_size
             if shuffle:
-                # Every rank must shuffle with the same permutation for the shares to be disjoint.
-                seed = self.trainer.strategy.broadcast(_draw_seed(), src=0)
+                seed = shared_seed(self.trainer)
         return TensorBatches(
             self.splits[split],
             batch_size,
@@ -453,11 +453,6 @@ def _to_unit_interval(images: Tensor) -> Tensor:
 def _fixed_binarization(images: Tensor) -> Tensor:
     generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
     return torch.bernoulli(images, generator=generator)
-
-
-def _draw_seed() -> int:
-    """A seed from torch's global RNG, so ``seed_everything`` fixes what it seeds."""
-    return int(torch.randint(1 << 62, ()).item())
 
 
 def _describe(err: BaseException) -> str:
