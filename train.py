@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "num_samples": None,
     "optimizer": None,
     "lr": None,
-    "batch_size": 100,
+    "batch_size": None,
+    "gradient_clip_val": None,
     "max_epochs": None,
     "max_steps": None,
     "seed": 0,
@@ -64,9 +65,11 @@ DEFAULTS: dict[str, Any] = {
 }
 #: Settings a model takes as constructor arguments, and those of its training recipe.
 MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr")
-RECIPE_SETTINGS = {"data": "mnist", "binarize": "none", "val_size": 0, "max_epochs": -1, "max_steps": -1}
-#: The data of a model that makes its own inputs (the polynomial toy).
+RECIPE_SETTINGS = {"data": "mnist", "binarize": "none", "val_size": 0, "batch_size": 100,
+                   "gradient_clip_val": None, "max_epochs": -1, "max_steps": -1}
+#: The data of a model that makes its own inputs (the polynomial toy), and ListOps.
 NO_DATA = "none"
+LISTOPS = "listops"
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
 
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"models: {', '.join(list_models())}\n"
             f"estimators: {', '.join(list_estimators())}\n"
-            f"data sets: {', '.join(ImageDataModule.DATASETS)} ({NO_DATA} for poly)\n\n"
+            f"data sets: {', '.join(ImageDataModule.DATASETS)} ({NO_DATA} for poly, {LISTOPS} for listops)\n\n"
             "Example: python train.py --model vae --estimator st --tau 1.0 --data fashion-mnist"
         ),
         argument_default=argparse.SUPPRESS,
@@ -109,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoder evaluations per example and step (default: the model's)")
     add("--optimizer", choices=["adam", "radam"], help="optimizer (default: the model's)")
     add("--lr", type=float, help="learning rate (default: the model's)")
-    add("--batch-size", type=positive_int, help=f"batch size (default {DEFAULTS['batch_size']})")
+    add("--batch-size", type=positive_int, help="batch size (default: the model's recipe, 100 for the VAEs)")
+    add("--gradient-clip-val", type=float, help="clip gradients to this norm (default: the model's recipe)")
     add("--max-epochs", type=int, help="epochs; -1 for no limit (default: the model's recipe)")
     add("--max-steps", type=int, help="optimizer steps; -1 for no limit (default: the model's recipe)")
     add("--seed", type=int, help="random seed (default 0)")
@@ -217,8 +221,8 @@ def check_data(config: dict[str, Any]) -> None:
     from datamodules.images import ImageDataModule
     from zoo.models import get_model_class
 
-    makes_own_inputs = get_model_class(config["model"]).recipe.get("data") == NO_DATA
-    valid = [NO_DATA] if makes_own_inputs else list(ImageDataModule.DATASETS)
+    own_data = get_model_class(config["model"]).recipe.get("data")
+    valid = [own_data] if own_data in (NO_DATA, LISTOPS) else list(ImageDataModule.DATASETS)
     if config["data"] not in valid:
         raise ValueError(f"unknown data {config['data']!r} for model {config['model']!r}; "
                          f"valid choices: {', '.join(valid)}.")
@@ -242,10 +246,14 @@ def build_model(config: dict[str, Any]):
 
 def build_datamodule(config: dict[str, Any]):
     from datamodules.images import ImageDataModule
+    from datamodules.listops import ListOpsDataModule
     from datamodules.steps import StepsDataModule
 
     if config["data"] == NO_DATA:
         return StepsDataModule()
+    if config["data"] == LISTOPS:
+        # Without --data-dir the splits are generated once into the cache.
+        return ListOpsDataModule(data_dir=config["data_dir"], batch_size=config["batch_size"])
     return ImageDataModule(
         config["data"],
         data_dir=config["data_dir"],
@@ -353,6 +361,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     settings = dict(
         max_epochs=config["max_epochs"],
         max_steps=config["max_steps"],
+        gradient_clip_val=config["gradient_clip_val"],
         devices=config["devices"],
         accelerator=config["accelerator"],
         strategy=config["strategy"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 
 from ._probe import GradientProbe
+from .listops import ListOpsParser
 from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
 
@@ -12,6 +13,7 @@ MODELS: dict[str, type[L.LightningModule]] = {
     "vae": CategoricalVAE,
     "bvae": BernoulliVAE,
     "poly": PolynomialProgramming,
+    "listops": ListOpsParser,
 }
 
 
@@ -30,6 +32,7 @@ __all__ = [
     "CategoricalVAE",
     "DiscreteVAE",
     "GradientProbe",
+    "ListOpsParser",
     "MODELS",
     "PolynomialProgramming",
     "get_model_class",

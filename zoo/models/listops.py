@@ -1,0 +1,235 @@
+"""The Gumbel Tree-LSTM (Choi et al. 2018) for ListOps: a parser learnt from the answer alone.
+
+A leaf LSTM reads the tokens; then, while more than one node is left, every
+adjacent pair of nodes gets a candidate parent from a binary Tree-LSTM cell, the
+candidates are scored against a learnt query, and the estimator picks one pair to
+merge (argmax at evaluation). The root's state predicts the value. The merge
+decision is the discrete latent variable whose gradient the estimator supplies.
+
+Two implementation choices keep it cheap without changing what it computes:
+
+* the leaf LSTM is one ``nn.LSTM`` call; its per-token cell states, which
+  ``nn.LSTM`` does not return, are rebuilt from its outputs by the cell recurrence;
+* after a merge only the two candidates that touch the new node are new: the
+  others are reused, so a sequence of T tokens costs O(T) compositions rather
+  than O(T²). ``recompute_candidates=True`` recomputes all of them from the new
+  nodes at every step, as the authors' code does. The forward pass is the same
+  either way; the straight-through gradient with respect to a merge decision flows
+  into the reused candidates instead of through their recomputation.
+
+Run ``python -m zoo.parse "[MAX 2 9 [MIN 4 7 ] 0 ]" --checkpoint RUN/checkpoints/last.ckpt``
+to see the value and the tree a trained parser gives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from datamodules.listops import expressions
+from datamodules.listops.expressions import TOKEN_IDS, VOCABULARY, model_tokens
+from zoo.estimators import PathwiseEstimator, list_estimators
+
+from .._logging import logger_writes_this_step
+from ._building import build_estimator, make_optimizer
+
+#: A masked pair's score: finite, so no estimator meets inf − inf, and still a zero probability.
+MASKED_SCORE = -1e9
+
+
+class BinaryTreeLSTMCell(nn.Module):
+    """A parent state from two children; a state is ``[h, c]`` on the last axis (size 2H).
+
+    One linear map gives the gates i, f_left, f_right, u, o; the forget gates get a
+    bias of +1, so that children are remembered at the start of training.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gates = nn.Linear(2 * hidden_size, 5 * hidden_size)
+
+    def forward(self, left: Tensor, right: Tensor) -> Tensor:
+        size = self.hidden_size
+        gates = self.gates(torch.cat((left[..., :size], right[..., :size]), -1))
+        i, f_left, f_right, u, o = gates.chunk(5, -1)
+        c = (left[..., size:] * torch.sigmoid(f_left + 1) + right[..., size:] * torch.sigmoid(f_right + 1)
+             + torch.sigmoid(i) * torch.tanh(u))
+        return torch.cat((torch.sigmoid(o) * torch.tanh(c), c), -1)
+
+
+class ListOpsParser(L.LightningModule):
+    """Classify a ListOps expression's value (10 classes) through a latent binary tree.
+
+    Defaults are the paper's: 300-d embeddings and states, dropout 0.5, ReinMax with
+    τ 1.1, RAdam lr 7e-4 with the learning rate halved when the validation
+    accuracy has not improved for 4 epochs (batch 16, 20 epochs and gradient
+    clipping at 5 are in :attr:`recipe`). Any pathwise estimator can decide the
+    merges. The model reads any length; the paper's < 100-token filter is the data's.
+    """
+
+    recipe = {"data": "listops", "max_epochs": 20, "max_steps": -1, "batch_size": 16, "gradient_clip_val": 5.0}
+    checkpoint_monitor = ("valid/accuracy", "max")
+
+    def __init__(
+        self,
+        hidden_size: int = 300,
+        dropout: float = 0.5,
+        estimator: str = "reinmax",
+        tau: float = 1.1,
+        estimator_options: dict[str, Any] | None = None,
+        optimizer: str = "radam",
+        lr: float = 7e-4,
+        recompute_candidates: bool = False,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.estimator = build_estimator(estimator, tau, estimator_options)
+        if not isinstance(self.estimator, PathwiseEstimator):
+            raise ValueError(
+                f"ListOpsParser decides each merge with a pathwise estimator; {estimator!r} is not one. "
+                f"Valid estimators: {', '.join(list_estimators('pathwise'))}."
+            )
+        self.embedding = nn.Embedding(len(VOCABULARY), hidden_size, padding_idx=TOKEN_IDS[VOCABULARY[0]])
+        self.leaf_lstm = nn.LSTM(hidden_size, hidden_size, batch_first=True)
+        self.cell = BinaryTreeLSTMCell(hidden_size)
+        self.query = nn.Parameter(torch.randn(hidden_size) * 0.01)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden_size, hidden_size), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(hidden_size, num_classes),
+        )
+        self.dropout = nn.Dropout(dropout)
+        # ModuleDict keys may not shadow Module attributes such as ``train``.
+        self.accuracy = nn.ModuleDict({f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro")
+                                       for stage in ("train", "valid", "test")})
+
+    def leaves(self, tokens: Tensor) -> Tensor:
+        """Leaf states ``(B, T, 2H)`` from one ``nn.LSTM`` call.
+
+        The cell states follow from the outputs: the gates at token t depend on the
+        token and on h_{t-1}, so they are computed for all tokens at once and only
+        the cheap recurrence ``c_t = f_t c_{t−1} + i_t g_t`` is a loop.
+        """
+        inputs = self.dropout(self.embedding(tokens))
+        hidden, _ = self.leaf_lstm(inputs)
+        previous = F.pad(hidden, (0, 0, 1, 0))[:, :-1]
+        lstm = self.leaf_lstm
+        gates = F.linear(inputs, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(previous, lstm.weight_hh_l0, lstm.bias_hh_l0)
+        i, f, g, _ = gates.chunk(4, -1)
+        update = torch.sigmoid(i) * torch.tanh(g)
+        forget = torch.sigmoid(f)
+        cells = [update[:, 0]]
+        for step in range(1, tokens.shape[1]):
+            cells.append(forget[:, step] * cells[-1] + update[:, step])
+        return torch.cat((hidden, torch.stack(cells, 1)), -1)
+
+    def encode(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The root state ``(B, 2H)`` and the pair merged at each step ``(B, T − 1)`` (−1 once done)."""
+        nodes = self.leaves(tokens)
+        candidates = self.cell(nodes[:, :-1], nodes[:, 1:])
+        batch = torch.arange(len(tokens), device=tokens.device)
+        choices = []
+        for step in range(tokens.shape[1] - 1):
+            pairs = candidates.shape[1]
+            remaining = lengths - 1 - step  # pairs still to merge in each sequence
+            valid = torch.arange(pairs, device=tokens.device) < remaining.unsqueeze(1)
+            scores = candidates[..., : self.hparams.hidden_size] @ self.query / math.sqrt(self.hparams.hidden_size)
+            # A finished sequence merges nothing: its all-zero row keeps every node in place.
+            select = self.select(scores.masked_fill(~valid, MASKED_SCORE)) * (remaining > 0).unsqueeze(1)
+            before = 1 - select.cumsum(-1)
+            after = 1 - before - select
+            merged = (before.unsqueeze(-1) * nodes[:, :-1] + select.unsqueeze(-1) * candidates
+                      + after.unsqueeze(-1) * nodes[:, 1:])
+            chosen = select.argmax(-1)
+            choices.append(chosen.masked_fill(remaining <= 0, -1))
+            if pairs > 1:
+                if self.hparams.recompute_candidates:
+                    candidates = self.cell(merged[:, :-1], merged[:, 1:])
+                else:
+                    candidates = self._update_candidates(candidates, merged, select, before, after, chosen, batch)
+            nodes = merged
+        choices_tensor = torch.stack(choices, 1) if choices else tokens.new_zeros(len(tokens), 0)
+        return nodes[:, 0], choices_tensor
+
+    def _update_candidates(self, candidates: Tensor, merged: Tensor, select: Tensor, before: Tensor,
+                           after: Tensor, chosen: Tensor, batch: Tensor) -> Tensor:
+        """The next step's candidates: the old ones shifted past the merge, and two new ones.
+
+        New pair j is old pair j before the merge at k (j < k − 1), old pair j + 1
+        after it (j > k), and the new node with its left (j = k − 1) or right (j = k)
+        neighbour; the masks select exactly one of the four for every j.
+        """
+        last = merged.shape[1] - 1
+        parent = merged[batch, chosen]
+        neighbours = torch.stack((merged[batch, (chosen - 1).clamp(min=0)], merged[batch, (chosen + 1).clamp(max=last)]), 1)
+        new = self.cell(torch.stack((neighbours[:, 0], parent), 1), torch.stack((parent, neighbours[:, 1]), 1))
+        return (before[:, 1:, None] * candidates[:, :-1] + after[:, :-1, None] * candidates[:, 1:]
+                + select[:, 1:, None] * new[:, :1] + select[:, :-1, None] * new[:, 1:])
+
+    def select(self, scores: Tensor) -> Tensor:
+        """A one-hot choice of pair: the estimator's sample in training, the argmax otherwise."""
+        if self.training:
+            return self.estimator(scores)[0]
+        return F.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)``."""
+        root, _ = self.encode(tokens, lengths)
+        return self.classifier(root[:, : self.hparams.hidden_size])
+
+    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+        tokens, lengths, labels = batch
+        logits = self(tokens, lengths)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = self.accuracy[f"{stage}_accuracy"]
+        accuracy.update(logits.detach(), labels)
+        if stage != "train":
+            self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
+            self.log(f"{stage}/loss", loss, batch_size=len(labels))
+        elif logger_writes_this_step(self.trainer):
+            self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy.compute()}, prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def on_train_epoch_end(self) -> None:
+        accuracy = self.accuracy["train_accuracy"]
+        self.log("train/accuracy_epoch", accuracy.compute())
+        accuracy.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> None:
+        self._step(batch, "valid")
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=4)
+        # Not strict: a run without validation keeps its learning rate instead of failing.
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "valid/accuracy", "strict": False}}
+
+    @torch.no_grad()
+    def parse(self, expression: str) -> tuple[int, str]:
+        """The predicted value of ``expression`` and the tree the parser induced, bracketed."""
+        expressions.parse(expression)  # refuses a malformed expression, saying why
+        tokens = model_tokens(expression)
+        ids = torch.tensor([[TOKEN_IDS[token] for token in tokens]], device=self.device)
+        was_training = self.training
+        self.eval()
+        root, choices = self.encode(ids, torch.tensor([len(tokens)], device=self.device))
+        prediction = int(self.classifier(root[:, : self.hparams.hidden_size]).argmax(-1))
+        self.train(was_training)
+        nodes = list(tokens)
+        for chosen in choices[0].tolist():
+            nodes[chosen : chosen + 2] = [f"( {nodes[chosen]} {nodes[chosen + 1]} )"]
+        return prediction, nodes[0]
