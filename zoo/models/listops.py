@@ -39,7 +39,8 @@ from zoo.estimators import PathwiseEstimator, list_estimators
 from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
 
-#: A masked pair's score: finite, so no estimator meets inf − inf, and still a zero probability.
+#: A masked pair's score: a zero probability, yet finite, because a finished sequence's
+#: row is masked throughout and a row of −inf would have no softmax.
 MASKED_SCORE = -1e9
 
 
