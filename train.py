@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "precision": "32-true",
     "output_dir": "runs",
     "resume": None,
+    "on_nonfinite": "stop",  # a NaN/inf loss or gradient: stop before the step, or skip the step
     "grad_quality_every": 0,  # steps between gradient-quality measurements; 0: off
     "grad_quality": {},  # GradientQuality's other options, e.g. num_samples, estimators
     "model_options": {},
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the estimator's cosine, bias and std against the true gradient every N steps "
              "(0: off; other options under grad_quality in the YAML file)")
     add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
+    add("--on-nonfinite", choices=["stop", "skip"],
+        help="a NaN or infinite loss or gradient stops training before the step (default) or skips the step")
     for target in ("model", "estimator", "trainer"):
         add(f"--{target}-arg", action="append", metavar="KEY=VALUE", dest=f"{target}_args",
             help=f"pass any other {target} option (repeatable)")
@@ -330,6 +333,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     from callbacks.checkpoint import FinalCheckpoint
     from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
+    from callbacks.nonfinite import NonFiniteGuard
     from callbacks.seeding import PerRankSeed
     from callbacks.temperature import TemperatureSchedule
 
@@ -341,6 +345,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
                         enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
         PerRankSeed(config["seed"]),
+        NonFiniteGuard(config["on_nonfinite"]),
     ]
     if config["grad_quality_every"]:
         try:
@@ -387,8 +392,12 @@ def save_config(config: dict[str, Any], run: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from callbacks.nonfinite import NonFiniteError
+    from zoo.estimators import InvalidLogitsError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    trainer = None
     try:
         config = resolve_config(args)
         run, checkpoint = run_directory(config)
@@ -405,8 +414,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}", flush=True)
         # Checkpoints hold tensors and plain values only: load them without unpickling code.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    except InvalidLogitsError as error:
+        if trainer is None:
+            raise
+        # Inside training, logits without a distribution mean the weights have diverged.
+        parser.exit(1, f"{parser.prog}: training stopped at step {trainer.global_step}: {error} The checkpoints "
+                       "already written are kept; lower the learning rate or clip gradients, and resume.\n")
     except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except NonFiniteError as error:
+        parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
     return 0
 
 

@@ -166,6 +166,13 @@ def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(arguments, message, d
     assert "Traceback" not in result.stderr
 
 
+def test_diverging_weights_stop_training_with_the_step_named(data_dir, tmp_path):
+    result = small_run(data_dir, tmp_path, "--max-steps", "20", "--optimizer", "adam", "--lr", "1e30")
+    assert result.returncode == 1
+    assert "training stopped at step" in result.stderr and "lower the learning rate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_corrupt_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     assert small_run(data_dir, tmp_path, "--max-steps", "3").returncode == 0  # one epoch: a best too
     last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"

@@ -14,6 +14,7 @@ import inspect
 from typing import Callable
 
 from ._base import Estimator, LossFn, PathwiseEstimator, ScoreFunctionEstimator
+from ._categorical import InvalidLogitsError
 from .exact import Exact
 from .gumbel import GappedStraightThrough, GumbelRaoMonteCarlo, GumbelSoftmaxST
 from .rodeo import RODEO
@@ -22,6 +23,7 @@ from .straight_through import ReinMax, StraightThrough
 
 __all__ = [
     "Estimator",
+    "InvalidLogitsError",
     "LossFn",
     "PathwiseEstimator",
     "ScoreFunctionEstimator",

@@ -102,8 +102,12 @@ def one_hot_argmax(values: Tensor) -> Tensor:
     return torch.zeros_like(values).scatter_(-1, index, 1.0)
 
 
+class InvalidLogitsError(ValueError):
+    """Logits with no valid distribution: NaN, +inf, or a row all −inf (in training, often diverged weights)."""
+
+
 def check_probabilities(probs: Tensor, estimator: str) -> None:
-    """Raise a ``ValueError`` naming the bad rows if any row of ``probs`` is NaN.
+    """Raise :class:`InvalidLogitsError` naming the bad rows if any row of ``probs`` is NaN.
 
     :func:`softmax` turns a whole row into NaN when its logits contain NaN or
     +inf or are all −inf, so looking at the first class of each row is enough.
@@ -111,7 +115,7 @@ def check_probabilities(probs: Tensor, estimator: str) -> None:
     bad = torch.isnan(probs[..., 0])
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
+        raise InvalidLogitsError(
             f"{estimator}: {int(bad.sum())} row(s) of logits have no valid distribution "
             f"(first at index {first}). Each row needs at least one finite logit and "
             "no NaN or +inf; use -inf only to mask classes."
