@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": "runs",
     "resume": None,
     "on_nonfinite": "stop",  # a NaN/inf loss or gradient: stop before the step, or skip the step
+    "checkpoint_every": 1000,  # steps between mid-epoch checkpoints (last.ckpt); 0: epoch ends only
     "grad_quality_every": 0,  # steps between gradient-quality measurements; 0: off
     "grad_quality": {},  # GradientQuality's other options, e.g. num_samples, estimators
     "model_options": {},
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the estimator's cosine, bias and std against the true gradient every N steps "
              "(0: off; other options under grad_quality in the YAML file)")
     add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
+    add("--checkpoint-every", type=non_negative_int, metavar="N",
+        help="also write last.ckpt every N steps, so a killed run loses at most N steps "
+             f"(0: at epoch ends only; default {DEFAULTS['checkpoint_every']})")
     add("--on-nonfinite", choices=["stop", "skip"],
         help="a NaN or infinite loss or gradient stops training before the step (default) or skips the step")
     for target in ("model", "estimator", "trainer"):
@@ -330,7 +334,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from callbacks.checkpoint import FinalCheckpoint
+    from callbacks.checkpoint import AtomicCheckpointIO, FinalCheckpoint
     from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
     from callbacks.nonfinite import NonFiniteGuard
@@ -344,6 +348,8 @@ def build_trainer(config: dict[str, Any], run: Path, model):
                         # FinalCheckpoint writes last.ckpt too: overwrite it, no last-v1 copies.
                         enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
+        ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
+                        save_top_k=0, save_last=True, enable_version_counter=False),
         PerRankSeed(config["seed"]),
         NonFiniteGuard(config["on_nonfinite"]),
     ]
@@ -373,6 +379,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         precision=config["precision"],
         logger=logger,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )
     settings.update(config["trainer"])
     try:

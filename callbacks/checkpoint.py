@@ -1,10 +1,14 @@
-"""Keep the final state of every run, wherever in an epoch it stops."""
+"""Keep the final state of every run, wherever in an epoch it stops, and never half a checkpoint."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class FinalCheckpoint(L.Callback):
@@ -20,3 +24,22 @@ class FinalCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # optimizer state too
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a hidden file beside it, then rename it into place.
+
+    A process killed while writing leaves the previous checkpoint intact (a
+    rename is atomic on one file system) and at worst a stray ``.partial`` file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)

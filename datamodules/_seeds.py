@@ -1,6 +1,8 @@
-"""Seeds for data order that ``seed_everything`` controls and every rank shares."""
+"""Data order that ``seed_everything`` controls, every rank shares, and a resumed run replays."""
 
 from __future__ import annotations
+
+from typing import Iterator
 
 import lightning as L
 import torch
@@ -15,3 +17,39 @@ def shared_seed(trainer: L.Trainer | None) -> int:
     """``draw_seed()`` on rank 0, broadcast: every rank must shuffle alike for disjoint shares."""
     seed = draw_seed()
     return seed if trainer is None else trainer.strategy.broadcast(seed, src=0)
+
+
+class ResumableEpochs:
+    """The bookkeeping that lets Lightning resume an in-memory loader in the middle of an epoch.
+
+    A loader keeps ``seed`` (its shuffling seed), ``epoch`` (epochs started) and
+    ``position`` (batches handed out in the current epoch). Lightning saves
+    :meth:`state_dict` in checkpoints and calls :meth:`load_state_dict` on resume;
+    the next iteration then replays the interrupted epoch's order from the first
+    batch not yet trained on.
+    """
+
+    seed: int | None
+    epoch: int
+    position: int = 0
+    _resume_at: int = 0
+
+    def _resumable(self, count: int) -> Iterator[int]:
+        """The indices of the epoch's ``count`` batches still to hand out, counting them.
+
+        Once the last batch is handed out the epoch counts as complete (position 0),
+        so a checkpoint written after training on it resumes with the next epoch.
+        """
+        start, self._resume_at = self._resume_at, 0
+        for index in range(start, count):
+            self.position = (index + 1) % count
+            yield index
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        self.seed, self.position = state["seed"], int(state["position"])
+        # Mid-epoch, the next iteration must draw the interrupted epoch's order again.
+        self.epoch = int(state["epoch"]) - (1 if self.position else 0)
+        self._resume_at = self.position

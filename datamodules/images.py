@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from ._seeds import draw_seed, shared_seed
+from ._seeds import ResumableEpochs, draw_seed, shared_seed
 from .idx import read_idx
 
 __all__ = [
@@ -97,7 +97,7 @@ class DataUnavailableError(FileNotFoundError):
     """No local copy of a data set was found and it could not be downloaded."""
 
 
-class TensorBatches:
+class TensorBatches(ResumableEpochs):
     """The rows of one tensor in batches, cut by indexing: a DataLoader for data in memory.
 
     Each iteration is one epoch; batches are ``data[indices]`` (no labels). With
@@ -155,8 +155,9 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[Tensor]:
         share = self._epoch_order()[self.rank :: self.world_size].to(self.data.device)
-        for start in range(0, len(share), self.batch_size):
-            batch = self.data[share[start : start + self.batch_size]]
+        starts = range(0, len(share), self.batch_size)
+        for index in self._resumable(len(starts)):
+            batch = self.data[share[starts[index] : starts[index] + self.batch_size]]
             yield torch.bernoulli(batch) if self.binarize else batch
 
     def _share_size(self) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,9 +37,13 @@ def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+def small_run_arguments(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(output_dir), "--accelerator", "cpu",
+            "--devices", "1", "--batch-size", "20", *SMALL_MODEL, *extra]
+
+
 def small_run(data_dir: Path, output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return train("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
-                 "--accelerator", "cpu", "--devices", "1", "--batch-size", "20", *SMALL_MODEL, *extra)
+    return train(*small_run_arguments(data_dir, output_dir, *extra))
 
 
 def test_help_lists_models_estimators_and_data_sets():
@@ -171,6 +177,41 @@ def test_diverging_weights_stop_training_with_the_step_named(data_dir, tmp_path)
     assert result.returncode == 1
     assert "training stopped at step" in result.stderr and "lower the learning rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(data_dir, tmp_path):
+    """SIGKILL at an arbitrary step; ``--resume auto`` restores weights, optimizer, data order and RNG."""
+    # 60 images in batches of 5: 12 steps an epoch, a checkpoint every 7 steps, mostly mid-epoch;
+    # dynamic binarization and the estimator both draw from the random stream.
+    settings = ("--max-steps", "600", "--batch-size", "5", "--checkpoint-every", "7", "--binarize", "dynamic",
+                "--trainer-arg", "enable_progress_bar=false")
+    whole = small_run(data_dir, tmp_path / "whole", *settings)
+    assert whole.returncode == 0, whole.stderr
+
+    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path / "killed", *settings)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    killed_after = None
+    while process.poll() is None:
+        if last.exists() and (step := torch.load(last, weights_only=True)["global_step"]) >= 60:
+            process.send_signal(signal.SIGKILL)
+            killed_after = step
+            break
+        time.sleep(0.02)
+    process.wait(timeout=60)
+    assert killed_after is not None and process.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    assert torch.load(last, weights_only=True)["global_step"] < 600
+
+    resumed = small_run(data_dir, tmp_path / "killed", *settings, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = torch.load(tmp_path / "whole" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
+                          weights_only=True)
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == expected["global_step"] == 600
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], tensor), name
+    for index, state in expected["optimizer_states"][0]["state"].items():
+        assert torch.equal(final["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
 
 
 def test_a_corrupt_checkpoint_is_refused_and_kept(data_dir, tmp_path):

@@ -8,7 +8,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .._seeds import draw_seed
+from .._seeds import ResumableEpochs, draw_seed
 from .expressions import TOKEN_IDS
 from .files import Example
 
@@ -25,7 +25,7 @@ def encode(examples: list[Example]) -> tuple[Tensor, Tensor, Tensor]:
     return tokens, lengths, torch.tensor([example.label for example in examples])
 
 
-class BucketedBatches:
+class BucketedBatches(ResumableEpochs):
     """Batches of examples of similar length, so that padding stays small.
 
     Training order (``shuffle``): epoch ``e`` shuffles with a generator seeded
@@ -75,7 +75,9 @@ class BucketedBatches:
         return math.ceil(math.ceil(len(self.tokens) / self.batch_size) / self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        for indices in self._epoch_batches()[self.rank :: self.world_size]:
+        share = self._epoch_batches()[self.rank :: self.world_size]
+        for index in self._resumable(len(share)):
+            indices = share[index]
             longest = int(self.lengths[indices].max())
             yield self.tokens[indices, :longest], self.lengths[indices], self.labels[indices]
 
