@@ -249,12 +249,19 @@ def test_a_corrupt_idx_file_is_named(data_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_two_process_ddp_on_cpu_completes_and_logs_once(data_dir, tmp_path):
-    result = train("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                   "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--batch-size", "10",
-                   "--max-steps", "2", *SMALL_MODEL, timeout=600)
+def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_path):
+    ddp = ("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--accelerator", "cpu",
+           "--devices", "2", "--strategy", "ddp", "--batch-size", "10", "--checkpoint-every", "2", *SMALL_MODEL)
+    result = train(*ddp, "--max-steps", "4", timeout=600)  # 3 steps an epoch: it stops mid-epoch
     assert result.returncode == 0, result.stderr
     runs = list((tmp_path / "vae-mnist-reinmax").iterdir())
     assert [run.name for run in runs] == ["version_0"]
     assert len(list(runs[0].glob("events.out.tfevents.*"))) == 1
-    assert torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    last = runs[0] / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == 4
+    states = saved["callbacks"]["PerRankSeed"]["random_states"]
+    assert len(states) == 2 and not torch.equal(states[0]["cpu"], states[1]["cpu"])  # each rank's own noise
+    resumed = train(*ddp, "--max-steps", "6", "--resume", "auto", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(last, weights_only=True)["global_step"] == 6
