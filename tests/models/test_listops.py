@@ -114,10 +114,11 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("estimator", PATHWISE)
-def test_fast_dev_run_with_every_pathwise_estimator(estimator, small_data):
+def test_fast_dev_run_with_every_pathwise_estimator(estimator, small_data, tmp_path):
     model = small_parser(estimator=estimator)
     trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, gradient_clip_val=5.0)
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        gradient_clip_val=5.0)
     trainer.fit(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=8))
     assert 0 <= float(trainer.callback_metrics["train/accuracy_epoch"]) <= 1
     assert torch.isfinite(trainer.callback_metrics["valid/loss"])
