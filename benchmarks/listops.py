@@ -125,7 +125,9 @@ def train(args: argparse.Namespace) -> None:
               "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
-              "command": shlex.join(["python", *sys.argv]), "epochs": []}
+              # The reference file's folder is this machine's business, not the record's.
+              "command": shlex.join(["python", *sys.argv]).replace(str(args.reference), f"PATH/TO/{args.reference.name}"),
+              "epochs": []}
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{args.estimator}-seed{args.seed}.json"
     trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_train_batches, accelerator="auto",
