@@ -214,6 +214,22 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(d
         assert torch.equal(final["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
 
 
+def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path, monkeypatch):
+    import train as train_module  # in-process: two runs without two interpreter start-ups
+
+    # main() hands its run version to DDP workers through the environment; keep it out of later tests.
+    monkeypatch.setenv(train_module.RUN_VERSION_VARIABLE, "0")
+    weights = []
+    for name in ("first", "second"):
+        arguments = small_run_arguments(data_dir, tmp_path / name, "--max-steps", "12", "--batch-size", "5",
+                                        "--binarize", "dynamic", "--trainer-arg", "enable_progress_bar=false")
+        assert train_module.main(arguments) == 0
+        weights.append(torch.load(tmp_path / name / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
+                                  weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
 def test_a_corrupt_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     assert small_run(data_dir, tmp_path, "--max-steps", "3").returncode == 0  # one epoch: a best too
     last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
