@@ -51,6 +51,7 @@ MINIMUM_TAU = {"reinmax": 1.0}
 #: The paper's ReinMax setting for the 8×4 VAE, used for every estimator.
 SETTINGS = {"categories": 8, "latents": 4, "optimizer": "adam", "lr": 5e-4, "tau": 1.3}
 STEPS_PER_EPOCH = 600  # 60,000 Fashion-MNIST training images in batches of 100
+SHOWN_EPOCHS = (0, 1, 2, 5, 10, 15, 20)
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "gradient_quality"
 
 
@@ -136,24 +137,26 @@ def report(args: argparse.Namespace) -> None:
     print(f"Cosine of each estimator's mean to the exact gradient along its own training run "
           f"({STEPS_PER_EPOCH} steps an epoch; the last column: the last epoch's training −ELBO):\n")
     steps = [entry["step"] for entry in runs[ANALYSED[0]]["history"]]
-    shown = sorted({steps[0], *steps[1::max(1, len(steps) // 6)], steps[-1]})
-    header = " | ".join(f"step {step:,}" for step in shown)
-    print(f"| trained and scored | {header} | −ELBO |")
-    print("|---|" + "--:|" * (len(shown) + 1))
+    shown = [step for step in steps if step / STEPS_PER_EPOCH in SHOWN_EPOCHS] or steps
+    header = " | ".join(f"epoch {step / STEPS_PER_EPOCH:g}" for step in shown)
+    print(f"| trained and scored | {header} | mean | −ELBO |")
+    print("|---|" + "--:|" * (len(shown) + 2))
     for name in ANALYSED:
         cosines = {entry["step"]: entry[f"grad_quality/{name}/cosine"] for entry in runs[name]["history"]}
         print(f"| {name} | " + " | ".join(f"{cosines[step]:.3f}" for step in shown)
-              + f" | {runs[name]['train_neg_elbo']:.2f} |")
+              + f" | {statistics.mean(cosines.values()):.3f} | {runs[name]['train_neg_elbo']:.2f} |")
 
     print("\nEvery estimator scored on the same parameters, along the ReinMax run: "
           "cosine / relative bias / relative std:\n")
     history = {entry["step"]: entry for entry in runs["reinmax"]["history"]}
-    print(f"| scored | {header} |")
-    print("|---|" + "--:|" * len(shown))
+    print(f"| scored | {header} | mean |")
+    print("|---|" + "--:|" * (len(shown) + 1))
     for name in ANALYSED:
         cells = [" / ".join(f"{history[step][f'grad_quality/{name}/{statistic}']:.2f}"
                             for statistic in ("cosine", "bias", "std")) for step in shown]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        means = " / ".join(f"{statistics.mean(entry[f'grad_quality/{name}/{statistic}'] for entry in history.values()):.2f}"
+                           for statistic in ("cosine", "bias", "std"))
+        print(f"| {name} | " + " | ".join(cells) + f" | {means} |")
 
     print("\nTemperature study at the ReinMax run's final parameters: relative bias / relative std:\n")
     study = record["temperature"]
