@@ -205,7 +205,8 @@ def overhead(args: argparse.Namespace) -> None:
     data = ImageDataModule("fashion-mnist", data_dir=args.data_dir)
     data.prepare_data()
     data.setup("fit")
-    batches = iter(data.train_dataloader())
+    loader = data.train_dataloader()
+    batches = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch
     callback = GradientQuality(every_n_steps=args.every)
     callback.probe_batch = next(batches)[: callback.probe_batch_size]
 
