@@ -1,7 +1,7 @@
 """ListOps with the Gumbel Tree-LSTM: its speed here, and training scored on the published validation file.
 
     python benchmarks/listops.py speed [--batches 40]
-    python benchmarks/listops.py train --reference PATH/TO/valid.tsv [--epochs 20] [--limit-train-batches N]
+    python benchmarks/listops.py train --reference PATH/TO/valid.tsv [--epochs 20] [--limit-train-batches N] [--resume]
     python benchmarks/listops.py report
 
 ``speed`` times training steps (forward, backward, RAdam) of the paper's model
@@ -17,7 +17,9 @@ without a better validation accuracy) on generated data (90,000 / 1,000 / 10,000
 seed 0), and after every epoch measures the accuracy on the published validation
 file filtered to < 100 tokens, as the paper reports it. The record (one JSON file a
 run, rewritten every epoch, so a stopped run keeps its curve) goes to
-``benchmarks/results/listops/``; ``report`` tabulates the records.
+``benchmarks/results/listops/``; ``report`` tabulates the records. The run writes
+``last.ckpt`` every 500 steps under ``runs/benchmarks/listops/``, and ``--resume``
+continues it there, so the recipe's hours can be spread over several sittings.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from callbacks.checkpoint import AtomicCheckpointIO  # noqa: E402
+from callbacks.seeding import PerRankSeed  # noqa: E402
 from datamodules.listops import ListOpsDataModule, read_examples  # noqa: E402
 from datamodules.listops.batches import BucketedBatches, encode  # noqa: E402
 from datamodules.listops.datamodule import PAPER_MAX_LENGTH  # noqa: E402
@@ -42,6 +47,7 @@ from datamodules.listops.expressions import paper_length  # noqa: E402
 from zoo.models import ListOpsParser  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "listops"
+RUN_DIR = Path(__file__).resolve().parents[1] / "runs" / "benchmarks" / "listops"
 PUBLISHED = {"reinmax": (67.65, 68.07), "stgs": (66.95, 67.30), "grmck": (66.53, 66.53),
              "gst-1.0": (66.28, 66.30), "st": (66.51, 66.26)}
 
@@ -92,9 +98,12 @@ class ReferenceAccuracy(L.Callback):
         self.batches = BucketedBatches(*encode(examples), batch_size=128)
         self.record, self.path = record, path
         self._epoch_start = 0.0
+        self._resumed_mid_epoch = False  # the epoch's time then covers only its remainder
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: ListOpsParser) -> None:
         self._epoch_start = time.perf_counter()
+        epochs = self.record["epochs"]
+        self._resumed_mid_epoch = bool(epochs) and trainer.global_step > epochs[-1]["steps"]
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: ListOpsParser) -> None:
         seconds = time.perf_counter() - self._epoch_start
@@ -111,7 +120,7 @@ class ReferenceAccuracy(L.Callback):
             "train_accuracy": float(module.accuracy["train_accuracy"].compute()),  # before the module resets it
             "generated_valid_accuracy": float(metrics.get("valid/accuracy", float("nan"))),
             "reference_accuracy": correct / total, "reference_examples": total,
-            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "lr": trainer.optimizers[0].param_groups[0]["lr"], "resumed": self._resumed_mid_epoch,
         })
         self.path.write_text(json.dumps(self.record, indent=1))
         print(f"epoch {trainer.current_epoch + 1}: {seconds / 60:.1f} min, published valid accuracy "
@@ -129,12 +138,26 @@ def train(args: argparse.Namespace) -> None:
               "command": shlex.join(["python", *sys.argv]).replace(str(args.reference), f"PATH/TO/{args.reference.name}"),
               "epochs": []}
     args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"{args.estimator}-seed{args.seed}.json"
+    name = f"{args.estimator}-seed{args.seed}" + (f"-limit{args.limit_train_batches}" if args.limit_train_batches else "")
+    path = args.results / f"{name}.json"
+    checkpoints = args.run_dir / name
+    checkpoint = checkpoints / "last.ckpt" if args.resume else None
+    if checkpoint is not None:
+        if not (checkpoint.is_file() and path.is_file()):
+            sys.exit(f"--resume: no {checkpoint} with its record {path}; start without --resume.")
+        earlier = json.loads(path.read_text())
+        suffix = "" if earlier["command"].endswith("(then --resume)") else " (then --resume)"
+        record["epochs"], record["command"] = earlier["epochs"], earlier["command"] + suffix
     trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_train_batches, accelerator="auto",
-                        devices=1, gradient_clip_val=5.0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ReferenceAccuracy(args.reference, record, path)])
-    trainer.fit(model, datamodule=ListOpsDataModule(batch_size=args.batch_size))
+                        devices=1, gradient_clip_val=5.0, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False,
+                        callbacks=[ReferenceAccuracy(args.reference, record, path),
+                                   ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=500, save_top_k=0,
+                                                   save_last=True, enable_version_counter=False),
+                                   PerRankSeed(args.seed)],
+                        plugins=[AtomicCheckpointIO()])
+    trainer.fit(model, datamodule=ListOpsDataModule(batch_size=args.batch_size), ckpt_path=checkpoint,
+                weights_only=True)
     print(f"-> {path}")
 
 
@@ -149,7 +172,8 @@ def report(args: argparse.Namespace) -> None:
         print("| epoch | steps | minutes | train acc. | generated valid acc. | published valid acc. (< 100 tokens) | lr |")
         print("|--:|--:|--:|--:|--:|--:|--:|")
         for epoch in record["epochs"]:
-            print(f"| {epoch['epoch']} | {epoch['steps']:,} | {epoch['seconds'] / 60:.1f} | "
+            resumed = " (resumed; the part after)" if epoch.get("resumed") else ""
+            print(f"| {epoch['epoch']} | {epoch['steps']:,} | {epoch['seconds'] / 60:.1f}{resumed} | "
                   f"{100 * epoch['train_accuracy']:.2f} | {100 * epoch['generated_valid_accuracy']:.2f} | "
                   f"{100 * epoch['reference_accuracy']:.2f} | {epoch['lr']:.2g} |")
         print()
@@ -169,6 +193,8 @@ def main() -> None:
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--limit-train-batches", type=int, default=None, help="batches an epoch, for a short budget")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the run's checkpoints go")
+    run.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     commands.add_parser("report", help="the learning curves of every record")
     for sub in (run, commands.choices["report"]):
         sub.add_argument("--results", type=Path, default=RESULTS_DIR)
