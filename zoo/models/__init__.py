@@ -5,7 +5,9 @@ from __future__ import annotations
 import lightning as L
 
 from ._probe import GradientProbe
+from .gdas import GDASSearch
 from .listops import ListOpsParser
+from .nas_net import NASNet
 from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
 
@@ -14,6 +16,8 @@ MODELS: dict[str, type[L.LightningModule]] = {
     "bvae": BernoulliVAE,
     "poly": PolynomialProgramming,
     "listops": ListOpsParser,
+    "gdas": GDASSearch,
+    "nas-net": NASNet,
 }
 
 
@@ -31,9 +35,11 @@ __all__ = [
     "BernoulliVAE",
     "CategoricalVAE",
     "DiscreteVAE",
+    "GDASSearch",
     "GradientProbe",
     "ListOpsParser",
     "MODELS",
+    "NASNet",
     "PolynomialProgramming",
     "get_model_class",
     "list_models",

@@ -26,18 +26,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.listops import expressions
 from datamodules.listops.expressions import TOKEN_IDS, VOCABULARY, model_tokens
 from zoo.estimators import PathwiseEstimator, list_estimators
 
-from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
+from ._classification import Classifier
 
 #: A masked pair's score: a zero probability, yet finite, because a finished sequence's
 #: row is masked throughout and a row of −inf would have no softmax.
@@ -65,7 +63,7 @@ class BinaryTreeLSTMCell(nn.Module):
         return torch.cat((torch.sigmoid(o) * torch.tanh(c), c), -1)
 
 
-class ListOpsParser(L.LightningModule):
+class ListOpsParser(Classifier):
     """Classify a ListOps expression's value (10 classes) through a latent binary tree.
 
     Defaults are the paper's: 300-d embeddings and states, dropout 0.5, ReinMax with
@@ -90,7 +88,7 @@ class ListOpsParser(L.LightningModule):
         recompute_candidates: bool = False,
         num_classes: int = 10,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes)
         self.save_hyperparameters()
         self.estimator = build_estimator(estimator, tau, estimator_options)
         if not isinstance(self.estimator, PathwiseEstimator):
@@ -107,9 +105,6 @@ class ListOpsParser(L.LightningModule):
             nn.Dropout(dropout), nn.Linear(hidden_size, num_classes),
         )
         self.dropout = nn.Dropout(dropout)
-        # ModuleDict keys may not shadow Module attributes such as ``train``.
-        self.accuracy = nn.ModuleDict({f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro")
-                                       for stage in ("train", "valid", "test")})
 
     def leaves(self, tokens: Tensor) -> Tensor:
         """Leaf states ``(B, T, 2H)`` from one ``nn.LSTM`` call.
@@ -185,32 +180,9 @@ class ListOpsParser(L.LightningModule):
         root, _ = self.encode(tokens, lengths)
         return self.classifier(root[:, : self.hparams.hidden_size])
 
-    def _step(self, batch: tuple[Tensor, Tensor, Tensor], stage: str) -> Tensor:
+    def logits_and_labels(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         tokens, lengths, labels = batch
-        logits = self(tokens, lengths)
-        loss = F.cross_entropy(logits, labels)
-        accuracy = self.accuracy[f"{stage}_accuracy"]
-        accuracy.update(logits.detach(), labels)
-        if stage != "train":
-            self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
-            self.log(f"{stage}/loss", loss, batch_size=len(labels))
-        elif logger_writes_this_step(self.trainer):
-            self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy.compute()}, prog_bar=True)
-        return loss
-
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def on_train_epoch_end(self) -> None:
-        accuracy = self.accuracy["train_accuracy"]
-        self.log("train/accuracy_epoch", accuracy.compute())
-        accuracy.reset()
-
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> None:
-        self._step(batch, "valid")
-
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_index: int) -> None:
-        self._step(batch, "test")
+        return self(tokens, lengths), labels
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
