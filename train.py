@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "categories": None,
     "latents": None,
     "pnorm": None,
+    "genotype": None,
     "num_samples": None,
     "optimizer": None,
     "lr": None,
@@ -66,17 +67,21 @@ DEFAULTS: dict[str, Any] = {
     "trainer": {},
 }
 #: Settings a model takes as constructor arguments, and those of its training recipe.
-MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr")
+MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr", "genotype")
 RECIPE_SETTINGS = {"data": "mnist", "binarize": "none", "val_size": 0, "batch_size": 100,
                    "gradient_clip_val": None, "max_epochs": -1, "max_steps": -1}
 #: The data of a model that makes its own inputs (the polynomial toy), and ListOps.
 NO_DATA = "none"
 LISTOPS = "listops"
+#: Data families (a model's ``data_family``; ``images`` when it has none) whose data a
+#: data module of architecture search serves: paired halves to search, the whole set to retrain.
+NAS_SEARCH, NAS_TRAIN = "nas-search", "nas-train"
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from datamodules.images import ImageDataModule
+    from datamodules.nas import NASDataModule
     from zoo.estimators import list_estimators
     from zoo.models import list_models
 
@@ -86,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"models: {', '.join(list_models())}\n"
             f"estimators: {', '.join(list_estimators())}\n"
-            f"data sets: {', '.join(ImageDataModule.DATASETS)} ({NO_DATA} for poly, {LISTOPS} for listops)\n\n"
+            f"data sets: {', '.join(ImageDataModule.DATASETS)} for the VAEs; {', '.join(NASDataModule.DATASETS)} "
+            f"for gdas and nas-net; {NO_DATA} for poly, {LISTOPS} for listops\n\n"
             "Example: python train.py --model vae --estimator st --tau 1.0 --data fashion-mnist"
         ),
         argument_default=argparse.SUPPRESS,
@@ -110,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--categories", type=positive_int, help="classes per latent variable (vae; default 10)")
     add("--latents", type=positive_int, help="latent variables (default: the model's, 30 for vae)")
     add("--pnorm", type=float, help="the exponent p of the polynomial toy's loss (poly; default 2)")
+    add("--genotype", help="the NATS-Bench architecture string nas-net trains, e.g. "
+                           "'|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'")
     add("--num-samples", type=positive_int,
         help="decoder evaluations per example and step (default: the model's)")
     add("--optimizer", choices=["adam", "radam"], help="optimizer (default: the model's)")
@@ -186,9 +194,34 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         config[section].update(key_values(given.pop(f"{target}_args", []), f"--{target}-arg"))
     config.update(given)
     check_names(config)
+    drop_estimator_if_none_taken(config, explicit="estimator" in given)
     fill_model_defaults(config)
     check_data(config)
     return config
+
+
+def takes_estimator(model_name: str) -> bool:
+    import inspect
+
+    from zoo.models import get_model_class
+
+    return "estimator" in inspect.signature(get_model_class(model_name)).parameters
+
+
+def drop_estimator_if_none_taken(config: dict[str, Any], explicit: bool) -> None:
+    """A model without discrete latent variables (``nas-net``) has no estimator to choose."""
+    if takes_estimator(config["model"]):
+        return
+    if explicit or config["estimator_options"]:
+        raise ValueError(f"model {config['model']!r} has no discrete latent variable and takes no estimator; "
+                         "drop --estimator and its options.")
+    config["estimator"] = None
+
+
+def data_family(model_name: str) -> str:
+    from zoo.models import get_model_class
+
+    return getattr(get_model_class(model_name), "data_family", "images")
 
 
 def fill_model_defaults(config: dict[str, Any]) -> None:
@@ -203,6 +236,8 @@ def fill_model_defaults(config: dict[str, Any]) -> None:
     for key in MODEL_SETTINGS:
         if key in accepted:
             if config[key] is None:
+                if accepted[key] is inspect.Parameter.empty:
+                    raise ValueError(f"model {config['model']!r} needs --{key.replace('_', '-')}.")
                 config[key] = accepted[key]
         elif config.pop(key) is not None:
             valid = ", ".join(f"--{name.replace('_', '-')}" for name in MODEL_SETTINGS if name in accepted)
@@ -213,6 +248,9 @@ def fill_model_defaults(config: dict[str, Any]) -> None:
     for key, fallback in RECIPE_SETTINGS.items():
         if config[key] is None:
             config[key] = model_class.recipe.get(key, fallback)
+    if "tau_end" in accepted and config["tau_schedule"] != "constant":
+        raise ValueError(f"model {config['model']!r} anneals tau itself, linearly over the epochs from --tau to "
+                         "--tau-end; drop --tau-schedule.")
 
 
 def check_names(config: dict[str, Any]) -> None:
@@ -226,25 +264,34 @@ def check_names(config: dict[str, Any]) -> None:
 
 def check_data(config: dict[str, Any]) -> None:
     from datamodules.images import ImageDataModule
-    from zoo.models import get_model_class
+    from datamodules.nas import NASDataModule
 
-    own_data = get_model_class(config["model"]).recipe.get("data")
-    valid = [own_data] if own_data in (NO_DATA, LISTOPS) else list(ImageDataModule.DATASETS)
+    family = data_family(config["model"])
+    valid = {"images": list(ImageDataModule.DATASETS), NAS_SEARCH: list(NASDataModule.DATASETS),
+             NAS_TRAIN: list(NASDataModule.DATASETS)}.get(family, [family])
     if config["data"] not in valid:
         raise ValueError(f"unknown data {config['data']!r} for model {config['model']!r}; "
                          f"valid choices: {', '.join(valid)}.")
 
 
 def build_model(config: dict[str, Any]):
+    import inspect
+
     from zoo.models import get_model_class
 
     model_class = get_model_class(config["model"])
     arguments = {key: config[key] for key in MODEL_SETTINGS if key in config}
-    arguments.update(
-        estimator=config["estimator"],
-        estimator_options=config["estimator_options"] or None,
-        **config["model_options"],
-    )
+    if config["estimator"] is not None:
+        arguments.update(estimator=config["estimator"], estimator_options=config["estimator_options"] or None)
+    if config["tau_end"] is not None and "tau_end" in inspect.signature(model_class).parameters:
+        arguments["tau_end"] = config["tau_end"]
+    if data_family(config["model"]) in (NAS_SEARCH, NAS_TRAIN):
+        from datamodules.nas import NASDataModule
+
+        # The network's input channels and classes follow the data.
+        info = NASDataModule.describe(config["data"])
+        arguments.update(in_channels=info.channels, num_classes=info.num_classes)
+    arguments.update(config["model_options"])
     try:
         return model_class(**arguments)
     except TypeError as error:
@@ -254,6 +301,7 @@ def build_model(config: dict[str, Any]):
 def build_datamodule(config: dict[str, Any]):
     from datamodules.images import ImageDataModule
     from datamodules.listops import ListOpsDataModule
+    from datamodules.nas import NASDataModule
     from datamodules.steps import StepsDataModule
 
     if config["data"] == NO_DATA:
@@ -261,6 +309,10 @@ def build_datamodule(config: dict[str, Any]):
     if config["data"] == LISTOPS:
         # Without --data-dir the splits are generated once into the cache.
         return ListOpsDataModule(data_dir=config["data_dir"], batch_size=config["batch_size"])
+    family = data_family(config["model"])
+    if family in (NAS_SEARCH, NAS_TRAIN):
+        return NASDataModule(config["data"], data_dir=config["data_dir"], batch_size=config["batch_size"],
+                             mode="search" if family == NAS_SEARCH else "train")
     return ImageDataModule(
         config["data"],
         data_dir=config["data_dir"],
@@ -276,7 +328,8 @@ def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
     The version is chosen once, by the first process, and handed to the processes
     that DDP launches through the environment, so that all ranks agree on it.
     """
-    runs = Path(config["output_dir"]) / f"{config['model']}-{config['data']}-{config['estimator']}"
+    name = "-".join(part for part in (config["model"], config["data"], config["estimator"]) if part is not None)
+    runs = Path(config["output_dir"]) / name
     try:
         runs.mkdir(parents=True, exist_ok=True)
         probe = runs / f".write-test-{os.getpid()}"
@@ -367,6 +420,9 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
+    strategy = config["strategy"]
+    if strategy == "ddp" and getattr(model, "has_unused_parameters", False):
+        strategy = "ddp_find_unused_parameters_true"  # e.g. GDAS runs only the sampled operations
     version = int(run.name.removeprefix("version_"))
     logger = TensorBoardLogger(save_dir=run.parent, name="", version=version, default_hp_metric=False)
     settings = dict(
@@ -375,7 +431,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         gradient_clip_val=config["gradient_clip_val"],
         devices=config["devices"],
         accelerator=config["accelerator"],
-        strategy=config["strategy"],
+        strategy=strategy,
         precision=config["precision"],
         logger=logger,
         callbacks=callbacks,

@@ -54,6 +54,7 @@ __all__ = [
     "SYSTEM_DATA_DIRS",
     "DataUnavailableError",
     "ImageDataModule",
+    "ShardedBatches",
     "TensorBatches",
 ]
 
@@ -85,6 +86,7 @@ _TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "omniglot": "Omni
 # torchvision's class for each IDX data set; it downloads into data_dir/<class name>/raw.
 _TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _IDX_IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+_IDX_LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
 _OMNIGLOT_CACHE = "omniglot28"
 _OMNIGLOT_TORCHVISION_FILES = ("images_background.zip", "images_evaluation.zip")
 _SPLITS = ("train", "test")
@@ -97,21 +99,82 @@ class DataUnavailableError(FileNotFoundError):
     """No local copy of a data set was found and it could not be downloaded."""
 
 
-class TensorBatches(ResumableEpochs):
-    """The rows of one tensor in batches, cut by indexing: a DataLoader for data in memory.
+class ShardedBatches(ResumableEpochs):
+    """Epochs of batches of example indices, shuffled, sharded over ranks and resumable.
 
-    Each iteration is one epoch; batches are ``data[indices]`` (no labels). With
+    The index logic shared by the in-memory loaders: a subclass holds the data and
+    turns each index batch of :meth:`_index_batches` into a batch of it. With
     ``shuffle``, epoch ``e`` uses the permutation of a generator seeded with
     ``seed + e``; ``seed=None`` draws the seed from torch's global RNG here, so
     ``torch.manual_seed``/``seed_everything`` make the order reproducible, and ranks
-    given the same seed agree on it. ``binarize`` replaces each batch by a fresh
-    Bernoulli draw with the pixels as probabilities.
+    given the same seed agree on it.
 
     Like ``DistributedSampler``, rank ``r`` of ``world_size`` takes every
     ``world_size``-th index of the epoch's order from ``r``, after the order is padded
     by wrapping around to a multiple of ``world_size``: the shares are disjoint but for
     the padding, and every rank gets the same number of batches (the collectives of
-    DDP need that). The last batch may be smaller (``drop_last=False``).
+    DDP need that). The last batch may be smaller (``drop_last=False``). ``size``, the
+    number of examples, must be at least 1; subclasses check it with their data.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        name = type(self).__name__
+        if batch_size <= 0:
+            raise ValueError(f"{name}: batch_size must be a positive integer, got {batch_size}.")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"{name}: need world_size >= 1 and 0 <= rank < world_size, "
+                f"got rank={rank}, world_size={world_size}."
+            )
+        self.size = size
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = draw_seed() if seed is None and shuffle else seed
+        #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
+        #: so Lightning's check that the object is iterable does not skip an order.
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(self._share_size() / self.batch_size)
+
+    def _index_batches(self, device: torch.device) -> Iterator[Tensor]:
+        """This rank's index batches of the next epoch on ``device``, from where it resumes."""
+        share = self._epoch_order()[self.rank :: self.world_size].to(device)
+        starts = range(0, len(share), self.batch_size)
+        for index in self._resumable(len(starts)):
+            yield share[starts[index] : starts[index] + self.batch_size]
+
+    def _share_size(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def _epoch_order(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        self.epoch += 1
+        padded = self._share_size() * self.world_size
+        return order.repeat(math.ceil(padded / self.size))[:padded]
+
+
+class TensorBatches(ShardedBatches):
+    """The rows of one tensor in batches, cut by indexing: a DataLoader for data in memory.
+
+    Each iteration is one epoch; batches are ``data[indices]`` (no labels), in the
+    order and shares of :class:`ShardedBatches`. ``binarize`` replaces each batch by
+    a fresh Bernoulli draw with the pixels as probabilities.
     """
 
     def __init__(
@@ -130,49 +193,16 @@ class TensorBatches(ResumableEpochs):
                 "TensorBatches needs at least one example, "
                 f"got a tensor of shape {tuple(data.shape)}."
             )
-        if batch_size <= 0:
-            raise ValueError(
-                f"TensorBatches: batch_size must be a positive integer, got {batch_size}."
-            )
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"TensorBatches: need world_size >= 1 and 0 <= rank < world_size, "
-                f"got rank={rank}, world_size={world_size}."
-            )
+        super().__init__(
+            len(data), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed
+        )
         self.data = data
-        self.batch_size = batch_size
-        self.shuffle = shuffle
         self.binarize = binarize
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = draw_seed() if seed is None and shuffle else seed
-        #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
-        #: so Lightning's check that the object is iterable does not skip an order.
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(self._share_size() / self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
-        share = self._epoch_order()[self.rank :: self.world_size].to(self.data.device)
-        starts = range(0, len(share), self.batch_size)
-        for index in self._resumable(len(starts)):
-            batch = self.data[share[starts[index] : starts[index] + self.batch_size]]
+        for indices in self._index_batches(self.data.device):
+            batch = self.data[indices]
             yield torch.bernoulli(batch) if self.binarize else batch
-
-    def _share_size(self) -> int:
-        return math.ceil(len(self.data) / self.world_size)
-
-    def _epoch_order(self) -> Tensor:
-        size = len(self.data)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(size, generator=generator)
-        else:
-            order = torch.arange(size)
-        self.epoch += 1
-        padded = self._share_size() * self.world_size
-        return order.repeat(math.ceil(padded / size))[:padded]
 
 
 class ImageDataModule(LightningDataModule):
@@ -242,7 +272,7 @@ class ImageDataModule(LightningDataModule):
         if self.dataset == "omniglot":
             self._prepare_omniglot()
             return
-        if self._find_idx_files() is not None:
+        if self.idx_files() is not None:
             return
         if not self.download:
             raise self._unavailable("no local copy was found and download=False")
@@ -253,7 +283,7 @@ class ImageDataModule(LightningDataModule):
                 dataset_class(self.data_dir, train=True, download=True)
         except _DOWNLOAD_ERRORS as err:
             raise self._unavailable(f"no local copy was found and {_describe(err)}") from err
-        if self._find_idx_files() is None:
+        if self.idx_files() is None:
             raise self._unavailable("the download finished but left no image files")
 
     def setup(self, stage: str | None = None) -> None:
@@ -315,7 +345,7 @@ class ImageDataModule(LightningDataModule):
                 raise self._unavailable(_NOT_PREPARED)
             train, test = self._omniglot_cache_files()
             return _load_omniglot_cache(train), _load_omniglot_cache(test)
-        files = self._find_idx_files()
+        files = self.idx_files()
         if files is None:
             raise self._unavailable(_NOT_PREPARED)
         return _read_images(files[0]), _read_images(files[1])
@@ -326,12 +356,17 @@ class ImageDataModule(LightningDataModule):
         raw = self.data_dir / _TORCHVISION_CLASSES[self.dataset] / "raw"
         return [self.data_dir, raw, *SYSTEM_DATA_DIRS.get(self.dataset, ())]
 
-    def _find_idx_files(self) -> tuple[Path, Path] | None:
-        """The training and test image files of the first place that has both."""
+    def idx_files(self, labels: bool = False) -> tuple[Path, ...] | None:
+        """The IDX files of the first place that has all of them, or None if none has.
+
+        The training and test image files; with ``labels`` (which the VAEs do not need,
+        classifiers do) also the training and test label files, from the same place.
+        """
+        names = _IDX_IMAGE_FILES + (_IDX_LABEL_FILES if labels else ())
         for place in self._idx_places():
-            files = [_find_file(place, name) for name in _IDX_IMAGE_FILES]
+            files = [_find_file(place, name) for name in names]
             if None not in files:
-                return files[0], files[1]
+                return tuple(files)
         return None
 
     def _omniglot_cache_files(self) -> list[Path]:

@@ -141,7 +141,7 @@ def test_the_supernet_output_is_that_of_the_sampled_architecture_alone():
     model = tiny_search().train()
     weights, chosen = model.sample()
     images, _ = batch()
-    fixed = TopologyNetwork(lambda width: SearchCell(width), 4, 1)
+    fixed = TopologyNetwork(lambda width: SearchCell(width), 4, 1, affine=False)
     fixed.load_state_dict(model.network.state_dict())
     plain = F.one_hot(torch.tensor(chosen), len(OPERATIONS)).float()
     torch.testing.assert_close(model.network(images, weights, chosen), fixed(images, plain, chosen), rtol=0, atol=0)
@@ -176,6 +176,12 @@ def test_sampled_operation_frequencies_match_softmax_alpha(estimator):
     standard_error = (probabilities * (1 - probabilities) / draws).sqrt()
     # 30 cells, each within 4.5 standard errors: a false alarm about once in 10,000 runs.
     assert bool(((counts / draws - probabilities).abs() <= 4.5 * standard_error).all())
+
+
+def test_the_supernet_normalises_with_batch_statistics_only():
+    """No running averages over other sampled architectures reach the evaluation of the argmax one."""
+    norms = [module for module in tiny_search().modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    assert norms and not any(module.affine or module.track_running_stats for module in norms)
 
 
 def test_evaluation_uses_the_argmax_architecture():

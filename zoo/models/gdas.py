@@ -89,7 +89,7 @@ class GDASSearch(Classifier):
         self.tau_end = float(tau_end) if tau_end is not None else max(GDAS_TAU_END, self.estimator.min_tau)
         self.estimator.tau = self.tau_end  # the estimator's own range check names the fix
         self.estimator.tau = self.tau_start
-        self.network = TopologyNetwork(SearchCell, channels, cells_per_stage, in_channels, num_classes)
+        self.network = TopologyNetwork(SearchCell, channels, cells_per_stage, in_channels, num_classes, affine=False)
         self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPERATIONS)))
 
     @property

@@ -74,6 +74,7 @@ class ListOpsParser(Classifier):
     """
 
     recipe = {"data": "listops", "max_epochs": 20, "max_steps": -1, "batch_size": 16, "gradient_clip_val": 5.0}
+    data_family = "listops"
     checkpoint_monitor = ("valid/accuracy", "max")
 
     def __init__(

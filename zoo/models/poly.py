@@ -33,6 +33,7 @@ class PolynomialProgramming(L.LightningModule):
 
     checkpoint_monitor = ("train/expected_loss_epoch", "min")
     recipe = {"data": "none", "max_epochs": -1, "max_steps": 8000}
+    data_family = "none"  # the model makes its own inputs
 
     def __init__(
         self,

@@ -61,25 +61,29 @@ class SearchCell(nn.Module):
 
 
 class TopologyNetwork(nn.Module):
-    """The skeleton around ``make_cell(channels)``; extra forward arguments go to every cell."""
+    """The skeleton around ``make_cell(channels)``; extra forward arguments go to every cell.
+
+    ``affine=False`` gives every BN of the skeleton neither affine parameters nor
+    running statistics, as in the search supernet (see :mod:`.operations`).
+    """
 
     def __init__(self, make_cell: Callable[[int], nn.Module], channels: int = 16, cells_per_stage: int = 5,
-                 in_channels: int = 3, num_classes: int = 10) -> None:
+                 in_channels: int = 3, num_classes: int = 10, affine: bool = True) -> None:
         super().__init__()
         if min(channels, cells_per_stage, in_channels, num_classes) < 1:
             raise ValueError("a topology network needs channels, cells_per_stage, in_channels and num_classes "
                              f">= 1; got {channels}, {cells_per_stage}, {in_channels} and {num_classes}.")
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=not affine),
+                                  nn.BatchNorm2d(channels, affine=affine, track_running_stats=affine))
         layers: list[nn.Module] = []
         for stage in range(3):
             width = channels * 2 ** stage
             if stage:
-                layers.append(ResidualBlock(width // 2, width))
+                layers.append(ResidualBlock(width // 2, width, affine))
             layers.extend(make_cell(width) for _ in range(cells_per_stage))
         self.layers = nn.ModuleList(layers)
         width = channels * 4
-        self.head = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        self.head = nn.Sequential(nn.BatchNorm2d(width, affine=affine, track_running_stats=affine), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(width, num_classes))
 
     def forward(self, images: Tensor, *cell_arguments) -> Tensor:

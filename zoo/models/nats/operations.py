@@ -1,10 +1,11 @@
 """The candidate operations of a cell edge and the residual block between stages.
 
-A convolution is ReLU → Conv → BN. In the search supernet its BN has no affine
-parameters and no running statistics (``affine=False``), as NATS-Bench's search
-does: the operations' outputs stay comparable while α decides among them, and the
-convolution then carries the bias the BN would have. A network retrained from a
-genotype uses ordinary BN (``affine=True``).
+A convolution is ReLU → Conv → BN. In the search supernet every BN has no affine
+parameters and no running statistics (``affine=False``): the operations' outputs
+stay comparable while α decides among them, the convolution carries the bias the
+BN would have, and evaluating the argmax architecture normalises with its own batch
+statistics rather than with running averages gathered over other sampled
+architectures. A network retrained from a genotype uses ordinary BN (``affine=True``).
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def make_operation(name: str, channels: int, affine: bool) -> nn.Module:
 class ResidualBlock(nn.Module):
     """The ResNet basic block that halves the resolution and doubles the channels between stages."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, affine: bool = True) -> None:
         super().__init__()
-        self.conv_a = ReLUConvBN(in_channels, out_channels, 3, stride=2)
-        self.conv_b = ReLUConvBN(out_channels, out_channels, 3)
+        self.conv_a = ReLUConvBN(in_channels, out_channels, 3, stride=2, affine=affine)
+        self.conv_b = ReLUConvBN(out_channels, out_channels, 3, affine=affine)
         self.shortcut = nn.Sequential(nn.AvgPool2d(2, stride=2),
                                       nn.Conv2d(in_channels, out_channels, 1, bias=False))
 
