@@ -133,7 +133,7 @@ def search(args: argparse.Namespace) -> None:
               "channels": args.channels, "cells_per_stage": args.cells, "batch_size": 64,
               "steps_per_epoch": args.steps_per_epoch, "tau": [model.tau_start, model.tau_end], "epochs": []}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"search-{args.estimator}-seed{args.seed}.json"
+    path = RESULTS_DIR / f"search-{args.estimator}-seed{args.seed}-{args.epochs}x{args.steps_per_epoch}.json"
     fit(model, NASDataModule("fashion-mnist", batch_size=64, mode="search"), record, path, args.epochs,
         args.steps_per_epoch)
 

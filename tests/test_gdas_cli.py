@@ -30,6 +30,7 @@ def test_a_search_runs_logs_its_genotype_and_alpha_and_checkpoints_alpha(tmp_pat
                    "--trainer-arg", "limit_train_batches=3", "--trainer-arg", "limit_val_batches=1",
                    "--output-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    assert "train it from scratch with: python train.py --model nas-net --genotype '|" in result.stderr
     run = tmp_path / "gdas-synthetic-stgs" / "version_0"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["tau"] == 10.0 and config["batch_size"] == 64

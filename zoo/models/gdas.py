@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from zoo.estimators import PathwiseEstimator, list_estimators
@@ -155,6 +156,10 @@ class GDASSearch(Classifier):
         entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean()
         self.log("search/alpha_entropy", entropy)
         self._log_architecture()
+
+    def on_fit_end(self) -> None:
+        rank_zero_info(f"GDAS found {self.genotype}; train it from scratch with: python train.py --model nas-net "
+                       f"--genotype '{self.genotype}' --data DATA")
 
     def _log_architecture(self) -> None:
         """The genotype as text and softmax(α) as a heat map, on TensorBoard."""
