@@ -70,12 +70,6 @@ DEFAULTS: dict[str, Any] = {
 MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr", "genotype")
 RECIPE_SETTINGS = {"data": "mnist", "binarize": "none", "val_size": 0, "batch_size": 100,
                    "gradient_clip_val": None, "max_epochs": -1, "max_steps": -1}
-#: The data of a model that makes its own inputs (the polynomial toy), and ListOps.
-NO_DATA = "none"
-LISTOPS = "listops"
-#: Data families (a model's ``data_family``; ``images`` when it has none) whose data a
-#: data module of architecture search serves: paired halves to search, the whole set to retrain.
-NAS_SEARCH, NAS_TRAIN = "nas-search", "nas-train"
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
 
@@ -92,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"models: {', '.join(list_models())}\n"
             f"estimators: {', '.join(list_estimators())}\n"
             f"data sets: {', '.join(ImageDataModule.DATASETS)} for the VAEs; {', '.join(NASDataModule.DATASETS)} "
-            f"for gdas and nas-net; {NO_DATA} for poly, {LISTOPS} for listops\n\n"
+            "for gdas and nas-net; none for poly, listops for listops\n\n"
             "Example: python train.py --model vae --estimator st --tau 1.0 --data fashion-mnist"
         ),
         argument_default=argparse.SUPPRESS,
@@ -218,12 +212,6 @@ def drop_estimator_if_none_taken(config: dict[str, Any], explicit: bool) -> None
     config["estimator"] = None
 
 
-def data_family(model_name: str) -> str:
-    from zoo.models import get_model_class
-
-    return getattr(get_model_class(model_name), "data_family", "images")
-
-
 def fill_model_defaults(config: dict[str, Any]) -> None:
     """Replace each unset model setting by the model's default; refuse settings it lacks."""
     import inspect
@@ -263,12 +251,10 @@ def check_names(config: dict[str, Any]) -> None:
 
 
 def check_data(config: dict[str, Any]) -> None:
-    from datamodules.images import ImageDataModule
-    from datamodules.nas import NASDataModule
+    from datamodules.families import data_family, valid_data
+    from zoo.models import get_model_class
 
-    family = data_family(config["model"])
-    valid = {"images": list(ImageDataModule.DATASETS), NAS_SEARCH: list(NASDataModule.DATASETS),
-             NAS_TRAIN: list(NASDataModule.DATASETS)}.get(family, [family])
+    valid = valid_data(data_family(get_model_class(config["model"])))
     if config["data"] not in valid:
         raise ValueError(f"unknown data {config['data']!r} for model {config['model']!r}; "
                          f"valid choices: {', '.join(valid)}.")
@@ -277,6 +263,7 @@ def check_data(config: dict[str, Any]) -> None:
 def build_model(config: dict[str, Any]):
     import inspect
 
+    from datamodules.families import NAS_SEARCH, NAS_TRAIN, data_family
     from zoo.models import get_model_class
 
     model_class = get_model_class(config["model"])
@@ -285,7 +272,7 @@ def build_model(config: dict[str, Any]):
         arguments.update(estimator=config["estimator"], estimator_options=config["estimator_options"] or None)
     if config["tau_end"] is not None and "tau_end" in inspect.signature(model_class).parameters:
         arguments["tau_end"] = config["tau_end"]
-    if data_family(config["model"]) in (NAS_SEARCH, NAS_TRAIN):
+    if data_family(model_class) in (NAS_SEARCH, NAS_TRAIN):
         from datamodules.nas import NASDataModule
 
         # The network's input channels and classes follow the data.
@@ -299,27 +286,12 @@ def build_model(config: dict[str, Any]):
 
 
 def build_datamodule(config: dict[str, Any]):
-    from datamodules.images import ImageDataModule
-    from datamodules.listops import ListOpsDataModule
-    from datamodules.nas import NASDataModule
-    from datamodules.steps import StepsDataModule
+    from datamodules.families import build_datamodule as build
+    from datamodules.families import data_family
+    from zoo.models import get_model_class
 
-    if config["data"] == NO_DATA:
-        return StepsDataModule()
-    if config["data"] == LISTOPS:
-        # Without --data-dir the splits are generated once into the cache.
-        return ListOpsDataModule(data_dir=config["data_dir"], batch_size=config["batch_size"])
-    family = data_family(config["model"])
-    if family in (NAS_SEARCH, NAS_TRAIN):
-        return NASDataModule(config["data"], data_dir=config["data_dir"], batch_size=config["batch_size"],
-                             mode="search" if family == NAS_SEARCH else "train")
-    return ImageDataModule(
-        config["data"],
-        data_dir=config["data_dir"],
-        batch_size=config["batch_size"],
-        binarize=config["binarize"],
-        val_size=config["val_size"],
-    )
+    return build(data_family(get_model_class(config["model"])), config["data"], data_dir=config["data_dir"],
+                 batch_size=config["batch_size"], binarize=config["binarize"], val_size=config["val_size"])
 
 
 def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:

@@ -1,0 +1,56 @@
+"""Which data module serves a model: its ``data_family``, the data names valid for it, and the module itself.
+
+A model class may set ``data_family``: ``images`` (the default: MNIST,
+Fashion-MNIST, Omniglot for the VAEs), ``listops``, ``none`` (the model makes its
+own inputs), ``nas-search`` (paired halves of a training set for architecture
+search) or ``nas-train`` (the whole set, to train a found architecture).
+``train.py``, the evaluation of released weights and the notebooks build data
+through :func:`build_datamodule`, so they agree on it.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+
+IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN = "images", "listops", "none", "nas-search", "nas-train"
+
+
+def data_family(model_class: type) -> str:
+    return getattr(model_class, "data_family", IMAGES)
+
+
+def valid_data(family: str) -> list[str]:
+    """The ``--data`` names a model of ``family`` accepts."""
+    if family == IMAGES:
+        from .images import DATASETS
+
+        return list(DATASETS)
+    if family in (NAS_SEARCH, NAS_TRAIN):
+        from .nas import DATASETS
+
+        return list(DATASETS)
+    return [family]  # listops and none: the model's own
+
+
+def build_datamodule(family: str, data: str, *, data_dir: str | None = None, batch_size: int = 100,
+                     binarize: str = "none", val_size: int = 0) -> LightningDataModule:
+    """The data module of ``data`` for a model of ``family``; ``binarize`` and ``val_size`` are the images'."""
+    if data not in valid_data(family):
+        raise ValueError(f"unknown data {data!r} for this model; valid choices: {', '.join(valid_data(family))}.")
+    if family == NONE:
+        from .steps import StepsDataModule
+
+        return StepsDataModule()
+    if family == LISTOPS:
+        from .listops import ListOpsDataModule
+
+        # Without data_dir the splits are generated once into the cache.
+        return ListOpsDataModule(data_dir=data_dir, batch_size=batch_size)
+    if family in (NAS_SEARCH, NAS_TRAIN):
+        from .nas import NASDataModule
+
+        return NASDataModule(data, data_dir=data_dir, batch_size=batch_size,
+                             mode="search" if family == NAS_SEARCH else "train")
+    from .images import ImageDataModule
+
+    return ImageDataModule(data, data_dir=data_dir, batch_size=batch_size, binarize=binarize, val_size=val_size)
