@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "precision": "32-true",
     "output_dir": "runs",
     "resume": None,
+    "from_pretrained": None,  # a release of checkpoints/manifest.json to start from
     "on_nonfinite": "stop",  # a NaN/inf loss or gradient: stop before the step, or skip the step
     "checkpoint_every": 1000,  # steps between mid-epoch checkpoints (last.ckpt); 0: epoch ends only
     "grad_quality_every": 0,  # steps between gradient-quality measurements; 0: off
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the estimator's cosine, bias and std against the true gradient every N steps "
              "(0: off; other options under grad_quality in the YAML file)")
     add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
+    add("--from-pretrained", metavar="NAME",
+        help="fine-tune a released model (zoo.list_pretrained()): its settings and data are the defaults, "
+             "the flags change them, e.g. --estimator st")
     add("--checkpoint-every", type=non_negative_int, metavar="N",
         help="also write last.ckpt every N steps, so a killed run loses at most N steps "
              f"(0: at epoch ends only; default {DEFAULTS['checkpoint_every']})")
@@ -187,11 +191,43 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
                             ("trainer", "trainer")):
         config[section].update(key_values(given.pop(f"{target}_args", []), f"--{target}-arg"))
     config.update(given)
+    if config["from_pretrained"]:
+        start_from_release(config, given)
     check_names(config)
     drop_estimator_if_none_taken(config, explicit="estimator" in given)
     fill_model_defaults(config)
     check_data(config)
     return config
+
+
+def start_from_release(config: dict[str, Any], given: dict[str, Any]) -> None:
+    """Make a release's model, data and settings the defaults that ``given`` (the flags) override."""
+    from zoo.pretrained import get_release
+
+    if config["resume"] is not None:
+        raise ValueError("--from-pretrained starts a new run from released weights; --resume continues a run. "
+                         "Pass one of them.")
+    release = get_release(config["from_pretrained"])
+    if "model" in given and given["model"] != release.model:
+        raise ValueError(f"release {release.name!r} is a {release.model!r} model, not {given['model']!r}; "
+                         "drop --model.")
+    config["model"] = release.model
+    for key, value in release.data.items():
+        if key in ("binarize", "val_size", "batch_size") and key not in given:
+            config[key] = value
+    if "data" not in given:
+        config["data"] = release.data["name"]
+    hyper_parameters = release.hyper_parameters
+    if "estimator" not in given and hyper_parameters.get("estimator") is not None:
+        config["estimator"] = hyper_parameters["estimator"]
+        config["estimator_options"] = {**(hyper_parameters.get("estimator_options") or {}),
+                                       **config["estimator_options"]}
+    for key, value in hyper_parameters.items():
+        if key in MODEL_SETTINGS:
+            if key not in given and not (key == "tau" and "estimator" in given):
+                config[key] = value
+        elif key not in ("estimator", "estimator_options"):
+            config["model_options"].setdefault(key, value)
 
 
 def takes_estimator(model_name: str) -> bool:
@@ -416,11 +452,15 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         raise ValueError(f"bad trainer setting: {error}") from error
 
 
-def save_config(config: dict[str, Any], run: Path) -> None:
+def save_config(config: dict[str, Any], run: Path, argv: list[str] | None) -> None:
+    """The resolved settings, the command as typed, and the library versions, beside the run's events."""
     import lightning
     import torch
 
-    record = {**config, "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
+    import shlex
+
+    arguments = sys.argv[1:] if argv is None else argv
+    record = {**config, "command": shlex.join(["python", "train.py", *arguments]), "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
                                      "lightning": lightning.__version__}}
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
@@ -442,10 +482,15 @@ def main(argv: list[str] | None = None) -> int:
 
         L.seed_everything(config["seed"], workers=True, verbose=False)
         model = build_model(config)
+        if config["from_pretrained"]:
+            from zoo.pretrained import get_release, load_weights, read_weights, weights_file
+
+            release = get_release(config["from_pretrained"])
+            load_weights(model, read_weights(weights_file(release)), release.name)
         datamodule = build_datamodule(config)
         trainer = build_trainer(config, run, model)
         if trainer.is_global_zero:
-            save_config(config, run)
+            save_config(config, run, argv)
             print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}", flush=True)
         # Checkpoints hold tensors and plain values only: load them without unpickling code.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)

@@ -1,0 +1,111 @@
+"""Turn a train.py run into a release: safetensors weights, measured metrics, and a manifest entry.
+
+    python -m zoo.release runs/vae-fashion-mnist-reinmax/version_0 --name vae-fashion-mnist-reinmax \\
+        --tolerance 0.5 [--dtype float16] [--note TEXT]
+
+The weights are those of the run's ``checkpoints/last.ckpt`` (read as tensors only),
+stored in ``--dtype``; the metrics are measured by :func:`zoo.evaluate.measure` on
+the file just written, so they are those of the stored precision. The command is
+the one ``train.py`` recorded in the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .evaluate import EVALUATION_SEED, measure
+from .models import get_model_class
+from .pretrained import MANIFEST, Release, load_weights, read_weights, sha256_of
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def release_metric(model_class: type) -> str:
+    """The test-stage twin of the metric a model's checkpoints are chosen by, e.g. ``test/accuracy``."""
+    return "test/" + model_class.checkpoint_monitor[0].split("/", 1)[1]
+
+
+def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note: str | None = None,
+            manifest: Path = MANIFEST, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Write ``name``'s weights beside ``manifest``, measure them, and record the entry; returns the entry."""
+    from safetensors.torch import save_file
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    model_class = get_model_class(config["model"])
+    hyper_parameters = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as JSON keeps them
+    model = model_class(**hyper_parameters)
+    model.load_state_dict(saved["state_dict"])
+    stored = {key: (value.to(DTYPES[dtype]) if value.is_floating_point() else value).contiguous()
+              for key, value in model.state_dict().items()}
+    path = manifest.parent / f"{name}.safetensors"
+    save_file(stored, str(path), metadata={"name": name, "model": config["model"]})
+    entry: dict[str, Any] = {
+        "model": config["model"],
+        "hyper_parameters": hyper_parameters,
+        "data": {"name": config["data"], "binarize": config["binarize"], "val_size": config["val_size"],
+                 "batch_size": config["batch_size"]},
+        "estimator": config["estimator"],
+        "tau": config["tau"] if config["estimator"] else None,
+        "command": config["command"],
+        "trained_steps": int(saved["global_step"]),
+        "metrics": {},
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "file": path.name,
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_of(path),
+        "dtype": dtype,
+        "url": None,
+    }
+    if note:
+        entry["note"] = note
+    stored_model = model_class(**hyper_parameters)
+    load_weights(stored_model, read_weights(path), name)
+    metric = release_metric(model_class)
+    draft = Release(name, {**entry, "metrics": {metric: {}}})
+    value = measure(draft, stored_model.eval())[metric]
+    entry["metrics"] = {metric: {
+        "value": round(value, 6), "tolerance": tolerance,
+        "how": f"Lightning's test loop on the {config['data']} test split with the {dtype} weights, seed "
+               f"{EVALUATION_SEED} (python -m zoo.evaluate {name})",
+    }}
+    write_entry(manifest, name, entry)
+    return entry
+
+
+def write_entry(manifest: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add or replace one entry; the manifest is rewritten atomically."""
+    document = json.loads(manifest.read_text()) if manifest.is_file() else {"schema": 1, "releases": {}}
+    document["releases"][name] = entry
+    document["releases"] = dict(sorted(document["releases"].items()))
+    partial = manifest.with_name(f".{manifest.name}.partial")
+    partial.write_text(json.dumps(document, indent=1) + "\n")
+    os.replace(partial, manifest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo.release", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a train.py run folder (with config.yaml and checkpoints/)")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--tolerance", type=float, required=True,
+                        help="how far a re-measurement may fall from the recorded metric")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
+    parser.add_argument("--note", help="anything else a user should know, e.g. how a genotype was found")
+    parser.add_argument("--checkpoint", type=Path, help="default: the run's checkpoints/last.ckpt")
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    args = parser.parse_args(argv)
+    entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint)
+    print(json.dumps({args.name: entry}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
