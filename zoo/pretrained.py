@@ -64,8 +64,9 @@ class Release:
         return self.entry["metrics"]
 
 
-def read_manifest(path: Path = MANIFEST) -> dict[str, Release]:
-    """Every release of the manifest at ``path``, checked for the fields loading needs."""
+def read_manifest(path: Path | None = None) -> dict[str, Release]:
+    """Every release of the manifest at ``path`` (default :data:`MANIFEST`), checked for the fields loading needs."""
+    path = MANIFEST if path is None else path
     try:
         document = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -79,12 +80,12 @@ def read_manifest(path: Path = MANIFEST) -> dict[str, Release]:
     return releases
 
 
-def list_pretrained(pattern: str = "*", manifest: Path = MANIFEST) -> list[str]:
+def list_pretrained(pattern: str = "*", manifest: Path | None = None) -> list[str]:
     """The names of the releases that match the shell-style ``pattern``, sorted."""
     return sorted(name for name in read_manifest(manifest) if fnmatch.fnmatchcase(name, pattern))
 
 
-def get_release(name: str, manifest: Path = MANIFEST) -> Release:
+def get_release(name: str, manifest: Path | None = None) -> Release:
     releases = read_manifest(manifest)
     if name not in releases:
         close = difflib.get_close_matches(name, releases, n=3, cutoff=0.5)
@@ -101,10 +102,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def weights_file(release: Release, manifest: Path = MANIFEST) -> Path:
+def weights_file(release: Release, manifest: Path | None = None) -> Path:
     """The release's file, beside the manifest or fetched from its ``url``, after its sha256 is checked."""
     entry = release.entry
-    path = manifest.parent / entry["file"]
+    path = (MANIFEST if manifest is None else manifest).parent / entry["file"]
     if not path.is_file():
         if not entry["url"]:
             raise PretrainedError(f"the weights of {release.name!r} are missing: no file {path} and no url in the "
@@ -155,7 +156,7 @@ def build_model(release: Release, **overrides: Any) -> L.LightningModule:
                               ) from error
 
 
-def load_pretrained(name: str, *, manifest: Path = MANIFEST, **overrides: Any) -> L.LightningModule:
+def load_pretrained(name: str, *, manifest: Path | None = None, **overrides: Any) -> L.LightningModule:
     """The release ``name`` as its LightningModule in eval mode, float32, ready to test or train further.
 
     ``overrides`` replace constructor arguments, e.g. ``estimator="st"`` to fine-tune
@@ -189,7 +190,7 @@ def load_weights(model: L.LightningModule, weights: dict[str, torch.Tensor], nam
     model.load_state_dict(state, strict=False)
 
 
-def markdown_table(manifest: Path = MANIFEST) -> str:
+def markdown_table(manifest: Path | None = None) -> str:
     """The README's table of releases, generated from the manifest."""
     rows = ["| name | model | data | estimator (τ) | metric | parameters | size |", "|---|---|---|---|---|--:|--:|"]
     for name, release in sorted(read_manifest(manifest).items()):
@@ -199,3 +200,7 @@ def markdown_table(manifest: Path = MANIFEST) -> str:
         rows.append(f"| `{name}` | {entry['model']} | {entry['data']['name']} | {estimator} | {metrics} | "
                     f"{entry['parameters']:,} | {entry['size_bytes'] / 1e6:.2f} MB |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())  # the README's table: python -m zoo.pretrained

@@ -34,10 +34,11 @@ def release_metric(model_class: type) -> str:
 
 
 def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note: str | None = None,
-            manifest: Path = MANIFEST, checkpoint: Path | None = None) -> dict[str, Any]:
+            manifest: Path | None = None, checkpoint: Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Write ``name``'s weights beside ``manifest``, measure them, and record the entry; returns the entry."""
     from safetensors.torch import save_file
 
+    manifest = MANIFEST if manifest is None else manifest
     config = yaml.safe_load((run / "config.yaml").read_text())
     saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     model_class = get_model_class(config["model"])
@@ -71,7 +72,7 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
     load_weights(stored_model, read_weights(path), name)
     metric = release_metric(model_class)
     draft = Release(name, {**entry, "metrics": {metric: {}}})
-    value = measure(draft, stored_model.eval())[metric]
+    value = measure(draft, stored_model.eval(), data_dir)[metric]
     entry["metrics"] = {metric: {
         "value": round(value, 6), "tolerance": tolerance,
         "how": f"Lightning's test loop on the {config['data']} test split with the {dtype} weights, seed "
@@ -100,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--note", help="anything else a user should know, e.g. how a genotype was found")
     parser.add_argument("--checkpoint", type=Path, help="default: the run's checkpoints/last.ckpt")
-    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--manifest", type=Path, help="default: the repository's checkpoints/manifest.json")
+    parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
     args = parser.parse_args(argv)
-    entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint)
+    entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
+                    args.data_dir)
     print(json.dumps({args.name: entry}, indent=1))
     return 0
 

@@ -1,0 +1,230 @@
+"""Released weights: a release made from a run, loading, hash and tamper checks, and fine-tuning from one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+import zoo
+from datamodules.idx import write_idx
+from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained, markdown_table, read_manifest
+from zoo.release import release
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "vae-mnist-st-tiny"
+SMALL_VAE = ["--latents", "3", "--categories", "4", "--model-arg", "hidden_sizes=[16, 8]"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("idx")
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", 60), ("t10k", 20)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
+                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def released(data_dir, tmp_path_factory) -> Path:
+    """A manifest with one release, made by train.py and zoo.release as a maintainer makes one."""
+    output = tmp_path_factory.mktemp("runs")
+    command = ["--data", "mnist", "--data-dir", str(data_dir), "--estimator", "st", "--tau", "1.0", "--max-steps",
+               "3", "--batch-size", "20", "--output-dir", str(output), "--accelerator", "cpu", "--devices", "1",
+               "--trainer-arg", "enable_progress_bar=false", *SMALL_VAE]
+    subprocess.run([sys.executable, "train.py", *command], cwd=ROOT, check=True, capture_output=True)
+    manifest = tmp_path_factory.mktemp("checkpoints") / "manifest.json"
+    release(output / "vae-mnist-st" / "version_0", NAME, tolerance=1e-3, manifest=manifest, data_dir=str(data_dir))
+    return manifest
+
+
+def copy_of(manifest: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(manifest.parent, folder)
+    return folder / "manifest.json"
+
+
+def test_a_release_records_what_a_user_needs_and_loads_in_eval_mode(released, data_dir):
+    entry = json.loads(released.read_text())["releases"][NAME]
+    assert entry["model"] == "vae" and entry["estimator"] == "st" and entry["tau"] == 1.0
+    assert entry["command"].startswith("python train.py --data mnist") and "--max-steps 3" in entry["command"]
+    assert entry["dtype"] == "float16" and entry["trained_steps"] == 3
+    assert entry["sha256"] == hashlib.sha256((released.parent / entry["file"]).read_bytes()).hexdigest()
+    model = load_pretrained(NAME, manifest=released)
+    assert not model.training and model.hparams.latents == 3
+    assert entry["parameters"] == sum(p.numel() for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_the_recorded_metric_re_measures_from_the_stored_half_precision_weights(released, data_dir):
+    from zoo.evaluate import measure
+
+    release_ = get_release(NAME, released)
+    measured = measure(release_, load_pretrained(NAME, manifest=released), data_dir=str(data_dir))
+    metric, recorded = next(iter(release_.metrics.items()))
+    assert metric == "test/neg_elbo_epoch"
+    assert abs(measured[metric] - recorded["value"]) <= recorded["tolerance"]
+
+
+def test_list_pretrained_filters_by_pattern(released):
+    assert list_pretrained("vae-*", manifest=released) == [NAME]
+    assert list_pretrained("bvae-*", manifest=released) == []
+
+
+def test_an_unknown_name_lists_close_matches(released):
+    with pytest.raises(PretrainedError, match=f"no release named 'vae-mnist-st-tiyn'; did you mean {NAME}"):
+        load_pretrained("vae-mnist-st-tiyn", manifest=released)
+
+
+def test_a_file_whose_hash_differs_is_refused_naming_it(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    weights = manifest.parent / f"{NAME}.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PretrainedError, match=f"refusing {weights}: its sha256 is"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+def rewrite_entry(manifest: Path, **changes) -> None:
+    document = json.loads(manifest.read_text())
+    document["releases"][NAME].update(changes)
+    manifest.write_text(json.dumps(document))
+
+
+def test_a_truncated_file_is_refused_even_with_a_matching_hash(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    weights = manifest.parent / f"{NAME}.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    rewrite_entry(manifest, sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    with pytest.raises(PretrainedError, match="is not a readable safetensors file"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+class Payload:
+    """Unpickling this would create a file: the test checks that it never does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickled_checkpoint_in_place_of_the_weights_is_refused_and_never_run(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    weights = manifest.parent / f"{NAME}.safetensors"
+    marker = tmp_path / "executed"
+    weights.write_bytes(pickle.dumps({"state_dict": Payload(marker)}))
+    rewrite_entry(manifest, sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    with pytest.raises(PretrainedError, match="never unpickled"):
+        load_pretrained(NAME, manifest=manifest)
+    assert not marker.exists()
+
+
+def test_an_entry_whose_shapes_do_not_fit_the_weights_is_refused(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    entry = json.loads(manifest.read_text())["releases"][NAME]
+    rewrite_entry(manifest, hyper_parameters={**entry["hyper_parameters"], "latents": 5})
+    with pytest.raises(PretrainedError, match="do not fit the model its manifest entry builds .*wrong shape"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+def test_an_entry_of_another_model_class_is_refused(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    rewrite_entry(manifest, model="listops")
+    with pytest.raises(PretrainedError, match="does not build a 'listops' model"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+def test_a_missing_file_is_fetched_from_its_url_with_its_hash_checked(released, tmp_path, monkeypatch):
+    manifest = copy_of(released, tmp_path)
+    hosted = tmp_path / "hosted.safetensors"
+    (manifest.parent / f"{NAME}.safetensors").rename(hosted)
+    rewrite_entry(manifest, url=hosted.as_uri())
+    monkeypatch.setenv("DISCRETE_ZOO_CACHE", str(tmp_path / "cache"))
+    model = load_pretrained(NAME, manifest=manifest)
+    assert (tmp_path / "cache" / "checkpoints" / f"{NAME}.safetensors").is_file() and not model.training
+    rewrite_entry(manifest, sha256="0" * 64)
+    with pytest.raises(PretrainedError, match="its sha256 is"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+def test_a_missing_file_without_a_url_says_how_to_restore_it(released, tmp_path):
+    manifest = copy_of(released, tmp_path)
+    (manifest.parent / f"{NAME}.safetensors").unlink()
+    with pytest.raises(PretrainedError, match="weights of 'vae-mnist-st-tiny' are missing"):
+        load_pretrained(NAME, manifest=manifest)
+
+
+def test_fine_tuning_with_another_estimator_starts_from_the_released_weights(released, data_dir, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr("zoo.pretrained.MANIFEST", released)
+    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "0")
+    arguments = ["--from-pretrained", NAME, "--estimator", "reinmax", "--data-dir", str(data_dir), "--max-steps",
+                 "1", "--lr", "0", "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices", "1",
+                 "--trainer-arg", "enable_progress_bar=false"]
+    assert train.main(arguments) == 0
+    run = tmp_path / "vae-mnist-reinmax" / "version_0"
+    fine_tuned = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert fine_tuned["hyper_parameters"]["estimator"] == "reinmax"
+    assert fine_tuned["hyper_parameters"]["latents"] == 3  # the release's settings
+    original = load_pretrained(NAME, manifest=released).state_dict()
+    for key, value in original.items():  # lr 0: the step leaves the released weights as they were
+        torch.testing.assert_close(fine_tuned["state_dict"][key], value)
+
+
+def test_from_pretrained_refuses_another_model_and_resume(released, monkeypatch, capsys):
+    monkeypatch.setattr("zoo.pretrained.MANIFEST", released)
+    for extra, message in ((["--model", "bvae"], "is a 'vae' model, not 'bvae'; drop --model"),
+                           (["--resume", "auto"], "Pass one of them")):
+        with pytest.raises(SystemExit):
+            train.main(["--from-pretrained", NAME, *extra])
+        assert message in capsys.readouterr().err
+
+
+# The releases of this repository.
+
+RELEASES = read_manifest()
+
+
+def test_the_manifest_schema_and_the_size_budget():
+    for name, release_ in RELEASES.items():
+        entry = release_.entry
+        assert (ROOT / "checkpoints" / entry["file"]).is_file() or entry["url"], name
+        assert entry["command"].startswith("python train.py"), name
+        assert entry["metrics"] and all({"value", "tolerance", "how"} <= set(m) for m in entry["metrics"].values())
+        assert len(entry["sha256"]) == 64 and entry["dtype"] in ("float16", "bfloat16", "float32")
+    assert sum(release_.entry["size_bytes"] for release_ in RELEASES.values()) <= 30_000_000
+
+
+def test_the_readme_table_is_the_manifests():
+    assert markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_zoo_exports_the_release_functions():
+    assert zoo.list_pretrained is list_pretrained and zoo.load_pretrained is load_pretrained
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_every_release_loads_and_re_measures_its_metric(name):
+    from datamodules.images import DataUnavailableError
+    from zoo.evaluate import measure
+
+    release_ = RELEASES[name]
+    model = load_pretrained(name)
+    try:
+        measured = measure(release_, model)
+    except DataUnavailableError as error:
+        pytest.skip(f"the data of {name} is not on this machine: {str(error).splitlines()[0]}")
+    for metric, recorded in release_.metrics.items():
+        assert abs(measured[metric] - recorded["value"]) <= recorded["tolerance"], (metric, measured[metric])
