@@ -11,13 +11,14 @@ of a fixed network of the same size (the strong genotype of the issue) on the sa
 batch, and projects the seconds per search epoch of CIFAR-10 (25,000 images in the
 training half, 391 steps).
 
-``search`` runs ``train.py``'s ``gdas`` model on Fashion-MNIST (padded to 32×32) at a
+``search`` runs the ``gdas`` model on Fashion-MNIST (padded to 32×32) at a
 reduced size stated in the record (channels, cells per stage, epochs of a fixed
 number of steps) and records the genotype, α's entropy and the supernet's test
-accuracy under the argmax genotype after every epoch. ``retrain`` trains
-``nas-net`` from scratch on the whole Fashion-MNIST training set with the NATS
-recipe (SGD 0.1, Nesterov, cosine) at an equal budget for every genotype and
-records its test accuracy. Records go to ``benchmarks/results/gdas/``; ``report``
+accuracy under the argmax genotype after every epoch. ``retrain`` runs
+``train.py --model nas-net`` from scratch on the whole Fashion-MNIST training set
+with the NATS recipe (SGD 0.1, Nesterov, cosine) at an equal budget for every
+genotype and records its test accuracy after every epoch (the run, under
+``runs/benchmarks/gdas/``, can be released with ``python -m zoo.release``). Records go to ``benchmarks/results/gdas/``; ``report``
 tabulates them.
 """
 
@@ -139,19 +140,36 @@ def search(args: argparse.Namespace) -> None:
 
 
 def retrain(args: argparse.Namespace) -> None:
+    """``train.py --model nas-net`` on Fashion-MNIST, so that the run is also a release candidate."""
+    import train
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     if args.genotype == "random":
         genotype = str(Genotype.random(torch.Generator().manual_seed(args.seed)))
     else:
         genotype = str(Genotype.parse(args.genotype))
-    L.seed_everything(args.seed, verbose=False)
+    output = Path("runs") / "benchmarks" / "gdas" / args.label
+    command = ["--model", "nas-net", "--data", "fashion-mnist", "--genotype", genotype,
+               "--model-arg", f"channels={args.channels}", "--model-arg", f"cells_per_stage={args.cells}",
+               "--batch-size", str(args.batch_size), "--max-epochs", str(args.epochs), "--seed", str(args.seed),
+               "--output-dir", str(output), "--trainer-arg", "enable_progress_bar=false"]
+    start = time.time()
+    train.main(command)
+    run = max(output.glob("*/version_*"), key=lambda path: path.stat().st_mtime)
+    events = EventAccumulator(str(run)).Reload()
+    accuracies = events.Scalars("valid/accuracy")
+    ends = [start] + [event.wall_time for event in accuracies]
     model = NASNet(genotype, channels=args.channels, cells_per_stage=args.cells, in_channels=1)
-    record = {**environment(), "kind": "retrain", "label": args.label, "genotype": genotype, "seed": args.seed,
-              "channels": args.channels, "cells_per_stage": args.cells, "batch_size": args.batch_size,
-              "parameters": sum(p.numel() for p in model.parameters()), "epochs": []}
+    record = {**environment(), "command": shlex.join(["python", "train.py", *command]), "kind": "retrain",
+              "label": args.label, "genotype": genotype, "seed": args.seed, "channels": args.channels,
+              "cells_per_stage": args.cells, "batch_size": args.batch_size, "run": str(run),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "epochs": [{"epoch": index + 1, "seconds": ends[index + 1] - ends[index], "test_accuracy": event.value}
+                         for index, event in enumerate(accuracies)]}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"retrain-{args.label}-seed{args.seed}.json"
-    fit(model, NASDataModule("fashion-mnist", batch_size=args.batch_size, mode="train"), record, path,
-        args.epochs, None)
+    path.write_text(json.dumps(record, indent=1))
+    print(f"-> {path}")
 
 
 def report(args: argparse.Namespace) -> None:

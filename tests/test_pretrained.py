@@ -15,7 +15,6 @@ import torch
 
 import train
 import zoo
-from datamodules.idx import write_idx
 from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained, markdown_table, read_manifest
 from zoo.release import release
 
@@ -25,13 +24,8 @@ SMALL_VAE = ["--latents", "3", "--categories", "4", "--model-arg", "hidden_sizes
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("idx")
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", 60), ("t10k", 20)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
-    return folder
+def data_dir(tiny_mnist) -> Path:
+    return tiny_mnist
 
 
 @pytest.fixture(scope="module")

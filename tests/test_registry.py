@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import train
-from datamodules.idx import write_idx
 from zoo.estimators import list_estimators
 from zoo.models import get_model_class, list_models
 
@@ -19,17 +18,12 @@ PATHWISE = set(list_estimators("pathwise"))
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> dict[str, Path]:
+def data(tiny_mnist, tmp_path_factory) -> dict[str, Path]:
     """A tiny MNIST-format folder and a tiny ListOps folder."""
-    images = tmp_path_factory.mktemp("idx")
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", 40), ("t10k", 20)):
-        write_idx(images / f"{prefix}-images-idx3-ubyte.gz",
-                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
     listops = tmp_path_factory.mktemp("listops")
     subprocess.run([sys.executable, "-m", "datamodules.listops", "generate", "--out", str(listops),
                     "--train", "32", "--valid", "16", "--test", "16"], cwd=ROOT, check=True, capture_output=True)
-    return {"images": images, "listops": listops}
+    return {"images": tiny_mnist, "listops": listops}
 
 
 def arguments_for(model: str, data: dict[str, Path]) -> list[str]:

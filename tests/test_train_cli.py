@@ -12,24 +12,15 @@ import pytest
 import torch
 import yaml
 
-from datamodules.idx import write_idx
 from zoo.estimators import list_estimators
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ["--latents", "3", "--categories", "4", "--model-arg", "hidden_sizes=[16, 8]"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """A tiny MNIST-format data set: 60 training and 20 test images."""
-    folder = tmp_path_factory.mktemp("idx")
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", 60), ("t10k", 20)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
-                  torch.randint(10, (count,), generator=generator, dtype=torch.uint8))
-    return folder
+@pytest.fixture
+def data_dir(tiny_mnist) -> Path:
+    return tiny_mnist
 
 
 def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
