@@ -20,7 +20,6 @@ def test_the_fine_tuning_notebook_executes(monkeypatch):
         pytest.skip("Fashion-MNIST is not on this machine (apt-get install dataset-fashion-mnist)")
     monkeypatch.setenv("FINETUNE_STEPS", "20")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT)}}).execute()
