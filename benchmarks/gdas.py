@@ -1,7 +1,7 @@
 """GDAS with a pluggable estimator: the cost of a search step, searches, and the found genotypes retrained.
 
     python benchmarks/gdas.py speed [--steps 6]
-    python benchmarks/gdas.py search --estimator stgs|reinmax [--epochs 10] [--steps-per-epoch 100]
+    python benchmarks/gdas.py search --estimator stgs|reinmax [--epochs 10] [--steps-per-epoch 100] [--arch-lr 3e-4]
     python benchmarks/gdas.py retrain --genotype G|random --label NAME [--epochs 4]
     python benchmarks/gdas.py report
 
@@ -129,12 +129,14 @@ def fit(model: L.LightningModule, data: NASDataModule, record: dict, path: Path,
 
 def search(args: argparse.Namespace) -> None:
     L.seed_everything(args.seed, verbose=False)
-    model = GDASSearch(channels=args.channels, cells_per_stage=args.cells, in_channels=1, estimator=args.estimator)
-    record = {**environment(), "kind": "search", "estimator": args.estimator, "seed": args.seed,
+    model = GDASSearch(channels=args.channels, cells_per_stage=args.cells, in_channels=1, estimator=args.estimator,
+                       arch_lr=args.arch_lr)
+    record = {**environment(), "kind": "search", "estimator": args.estimator, "seed": args.seed, "arch_lr": args.arch_lr,
               "channels": args.channels, "cells_per_stage": args.cells, "batch_size": 64,
               "steps_per_epoch": args.steps_per_epoch, "tau": [model.tau_start, model.tau_end], "epochs": []}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"search-{args.estimator}-seed{args.seed}-{args.epochs}x{args.steps_per_epoch}.json"
+    path = RESULTS_DIR / (f"search-{args.estimator}-seed{args.seed}-{args.epochs}x{args.steps_per_epoch}"
+                          f"-arch-lr{args.arch_lr:g}.json")
     fit(model, NASDataModule("fashion-mnist", batch_size=64, mode="search"), record, path, args.epochs,
         args.steps_per_epoch)
 
@@ -179,7 +181,9 @@ def report(args: argparse.Namespace) -> None:
     for record in searches:
         print(f"- `{record['command']}`; {record['device']}, {record['threads']} threads; C = {record['channels']}, "
               f"N = {record['cells_per_stage']}, {record['steps_per_epoch']} steps an epoch, "
-              f"τ {record['tau'][0]:g} → {record['tau'][1]:g}\n")
+              f"τ {record['tau'][0]:g} → {record['tau'][1]:g}, α's lr {record.get('arch_lr', 3e-4):g}; "
+              "largest softmax(α) per edge at the end: "
+              + ", ".join(f"{max(row):.2f}" for row in record["epochs"][-1]["alpha_softmax"]) + "\n")
         print("| epoch | minutes | supernet test acc. (argmax genotype) | τ | genotype |")
         print("|--:|--:|--:|--:|---|")
         for epoch in record["epochs"]:
@@ -208,6 +212,8 @@ def main() -> None:
     searching.add_argument("--estimator", default="reinmax")
     searching.add_argument("--epochs", type=int, default=10)
     searching.add_argument("--steps-per-epoch", type=int, default=100)
+    searching.add_argument("--arch-lr", type=float, default=3e-4,
+                           help="α's Adam learning rate (GDAS: 3e-4 over ~39,000 steps; scale it up for a short search)")
     retraining = commands.add_parser("retrain", help="train a genotype from scratch on Fashion-MNIST")
     retraining.add_argument("--genotype", required=True, help="a NATS-Bench string, or 'random' (drawn with --seed)")
     retraining.add_argument("--label", required=True, help="where the genotype came from, e.g. reinmax or random")

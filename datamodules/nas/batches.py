@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from .._seeds import draw_seed
+from .._seeds import ResumableEpochs, draw_seed
 from ..images import ShardedBatches
 
 __all__ = ["CROP_PADDING", "LabelledBatches", "PairedBatches", "crop_and_flip"]
@@ -130,7 +130,7 @@ def crop_and_flip(images: Tensor, padding: int, shifts: Tensor, flips: Tensor) -
     ]
 
 
-class PairedBatches:
+class PairedBatches(ResumableEpochs):
     """Two loaders in step: ``((x_train, y_train), (x_held, y_held))`` batches.
 
     An epoch has as many batches as the shorter loader; each loader shuffles by its
@@ -141,19 +141,13 @@ class PairedBatches:
 
     def __init__(self, train: LabelledBatches, held: LabelledBatches) -> None:
         self.train, self.held = train, held
-        #: Pairs handed out in the current epoch (0 once it is complete).
-        self.position = 0
-        self._resume_at = 0
 
     def __len__(self) -> int:
         return min(len(self.train), len(self.held))
 
     def __iter__(self) -> Iterator[tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]]:
-        count = len(self)
-        start, self._resume_at = self._resume_at, 0
-        # range() first: zip stops on it without drawing a batch past the epoch's end.
-        for index, train, held in zip(range(start, count), self.train, self.held):
-            self.position = (index + 1) % count
+        # The index generator first: zip stops on it without drawing a batch past the epoch's end.
+        for _, train, held in zip(self._resumable(len(self)), self.train, self.held):
             yield train, held
 
     def state_dict(self) -> dict[str, Any]:
