@@ -5,13 +5,15 @@
 Settings come from, in increasing priority: the defaults below, where unset ones
 fall back to the chosen model's own (its constructor defaults and its ``recipe``:
 the paper's 10×30 ReinMax row for ``vae``, its 2×200 ReinMax row for ``bvae``), a
-YAML file given with ``--config``, and the command-line flags. Anything else a model, estimator or Lightning ``Trainer``
-accepts passes through ``--model-arg``, ``--estimator-arg`` and ``--trainer-arg``
+YAML file given with ``--config``, and the command-line flags; with
+``--from-pretrained NAME`` a release's settings and weights are the starting point.
+Anything else a model, estimator or Lightning ``Trainer`` accepts passes through ``--model-arg``, ``--estimator-arg`` and ``--trainer-arg``
 (``KEY=VALUE``, the value read as YAML), or the ``model_options``,
 ``estimator_options`` and ``trainer`` mappings of the YAML file.
 
-A run writes to ``OUTPUT_DIR/MODEL-DATA-ESTIMATOR/version_N/``: the resolved
-configuration (``config.yaml``), TensorBoard events, and ``checkpoints/`` (the
+A run writes to ``OUTPUT_DIR/MODEL-DATA-ESTIMATOR/version_N/`` (``MODEL-DATA`` for a
+model without an estimator): the resolved configuration and the command
+(``config.yaml``), TensorBoard events, and ``checkpoints/`` (the
 last and the best). ``--resume auto`` continues the newest run of the same name
 from its last checkpoint; ``--resume PATH`` continues from a checkpoint file.
 """
