@@ -138,7 +138,7 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, listops, poly, vae"),
+        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, gdas, listops, nas-net, poly, vae"),
         (["--estimator", "reinmx"], "unknown estimator 'reinmx'; valid choices: disarm, exact"),
         (["--data", "cifar"], "unknown data 'cifar' for model 'vae'; valid choices: mnist, fashion-mnist, omniglot"),
         (["--estimator", "reinmax", "--tau", "0.5"], "reinmax: temperature tau=0.5 is out of range"),
