@@ -174,6 +174,11 @@ def retrain(args: argparse.Namespace) -> None:
     print(f"-> {path}")
 
 
+def cell(genotype: str) -> str:
+    """A genotype inside a markdown table cell, its bars escaped."""
+    return genotype.replace("|", "\\|")
+
+
 def report(args: argparse.Namespace) -> None:
     records = [json.loads(path.read_text()) for path in sorted(RESULTS_DIR.glob("*.json"))]
     searches = [record for record in records if record["kind"] == "search"]
@@ -188,7 +193,7 @@ def report(args: argparse.Namespace) -> None:
         print("|--:|--:|--:|--:|---|")
         for epoch in record["epochs"]:
             print(f"| {epoch['epoch']} | {epoch['seconds'] / 60:.1f} | {100 * epoch['test_accuracy']:.2f} | "
-                  f"{epoch['tau']:.2f} | `{epoch['genotype']}` |")
+                  f"{epoch['tau']:.2f} | `{cell(epoch['genotype'])}` |")
         print()
     if retrained:
         first = retrained[0]
@@ -199,7 +204,7 @@ def report(args: argparse.Namespace) -> None:
         for record in retrained:
             last = record["epochs"][-1]
             minutes = sum(epoch["seconds"] for epoch in record["epochs"]) / 60
-            print(f"| `{record['genotype']}` | {record['label']} | {record['parameters']:,} | "
+            print(f"| `{cell(record['genotype'])}` | {record['label']} | {record['parameters']:,} | "
                   f"{100 * last['test_accuracy']:.2f} | {minutes:.1f} |")
 
 
