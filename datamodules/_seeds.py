@@ -19,6 +19,12 @@ def shared_seed(trainer: L.Trainer | None) -> int:
     return seed if trainer is None else trainer.strategy.broadcast(seed, src=0)
 
 
+def placement(trainer: L.Trainer | None, shuffle: bool) -> dict[str, int | None]:
+    """An in-memory loader's ``rank``, ``world_size`` and shuffling ``seed``, the seed shared by all ranks."""
+    rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    return {"rank": rank, "world_size": world_size, "seed": shared_seed(trainer) if shuffle else None}
+
+
 class ResumableEpochs:
     """The bookkeeping that lets Lightning resume an in-memory loader in the middle of an epoch.
 

@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from ._seeds import ResumableEpochs, draw_seed, shared_seed
+from ._seeds import ResumableEpochs, draw_seed, placement
 from .idx import read_idx
 
 __all__ = [
@@ -307,19 +307,12 @@ class ImageDataModule(LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         if not self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for batches.")
-        rank, world_size, seed = 0, 1, None
-        if self.trainer is not None:
-            rank, world_size = self.trainer.global_rank, self.trainer.world_size
-            if shuffle:
-                seed = shared_seed(self.trainer)
         return TensorBatches(
             self.splits[split],
             batch_size,
             shuffle=shuffle,
             binarize=split == "train" and self.binarize == "dynamic",
-            rank=rank,
-            world_size=world_size,
-            seed=seed,
+            **placement(self.trainer, shuffle),
         )
 
     def _load_splits(self) -> dict[str, Tensor]:

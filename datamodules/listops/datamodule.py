@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 
-from .._seeds import shared_seed
+from .._seeds import placement
 from .batches import BucketedBatches, encode
 from .expressions import paper_length
 from .files import Example, read_examples, write_lines
@@ -123,7 +123,5 @@ class ListOpsDataModule(LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> BucketedBatches:
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for {split} batches.")
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return BucketedBatches(*self.splits[split], batch_size, shuffle=shuffle, bucket_batches=self.bucket_batches,
-                               rank=rank, world_size=world_size,
-                               seed=shared_seed(self.trainer) if shuffle else None)
+                               **placement(self.trainer, shuffle))

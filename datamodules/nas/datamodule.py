@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from .._seeds import shared_seed
+from .._seeds import placement
 from ..images import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from . import sources
 from .batches import LabelledBatches, PairedBatches
@@ -137,11 +137,6 @@ class NASDataModule(LightningDataModule):
     def _batches(self, split: str, batch_size: int, training: bool = False) -> LabelledBatches:
         if not self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for batches.")
-        rank, world_size, seed = 0, 1, None
-        if self.trainer is not None:
-            rank, world_size = self.trainer.global_rank, self.trainer.world_size
-            if training:
-                seed = shared_seed(self.trainer)
         images, labels = self.splits[split]
         return LabelledBatches(
             images,
@@ -151,9 +146,7 @@ class NASDataModule(LightningDataModule):
             std=self.std,
             shuffle=training,
             augment=training and self.augment,
-            rank=rank,
-            world_size=world_size,
-            seed=seed,
+            **placement(self.trainer, training),
         )
 
 
