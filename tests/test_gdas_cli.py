@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,13 +26,27 @@ def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_a_search_runs_logs_its_genotype_and_alpha_and_checkpoints_alpha(tmp_path):
+@pytest.fixture(scope="module")
+def search(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A two-epoch search's run folder and its output."""
+    output = tmp_path_factory.mktemp("runs")
     result = train("--model", "gdas", "--estimator", "stgs", *TINY, "--devices", "1", "--max-epochs", "2",
                    "--trainer-arg", "limit_train_batches=3", "--trainer-arg", "limit_val_batches=1",
-                   "--output-dir", str(tmp_path))
+                   "--output-dir", str(output))
     assert result.returncode == 0, result.stderr
-    assert "train it from scratch with: python train.py --model nas-net --genotype '|" in result.stderr
-    run = tmp_path / "gdas-synthetic-stgs" / "version_0"
+    return output / "gdas-synthetic-stgs" / "version_0", result
+
+
+def found_genotype(run: Path) -> str:
+    """The argmax genotype of a search run's last checkpoint."""
+    alpha = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["alpha"]
+    return str(Genotype.from_alpha(alpha))
+
+
+def test_a_search_runs_logs_its_genotype_and_alpha_and_checkpoints_alpha(search):
+    run, result = search
+    assert (f"train it from scratch with: python train.py --model nas-net --genotype '{found_genotype(run)}' "
+            "--data synthetic --model-arg channels=2 --model-arg cells_per_stage=1") in result.stderr
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["tau"] == 10.0 and config["batch_size"] == 64
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -52,6 +67,29 @@ def test_a_genotype_retrains_through_train_py(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = torch.load(tmp_path / "nas-net-synthetic" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["hyper_parameters"]["genotype"] == GENOTYPE and saved["global_step"] == 2
+
+
+def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, tmp_path):
+    from zoo.release import release
+
+    run, _ = search
+    found = found_genotype(run)
+    manifest = tmp_path / "checkpoints" / "manifest.json"
+    manifest.parent.mkdir()
+    for genotype in (found, GENOTYPE if found != GENOTYPE else GENOTYPE.replace("skip_connect~0", "none~0")):
+        result = train("--model", "nas-net", "--genotype", genotype, *TINY, "--devices", "1", "--max-steps", "1",
+                       "--trainer-arg", "limit_val_batches=1", "--output-dir", str(tmp_path / "runs"))
+        assert result.returncode == 0, result.stderr
+    retrained, other = (tmp_path / "runs" / "nas-net-synthetic" / f"version_{i}" for i in (0, 1))
+
+    entry = release(retrained, "tiny-nas-net", tolerance=1.0, manifest=manifest, found_by=run)
+    assert entry["found_by"] == {"model": "gdas", "estimator": "stgs", "tau": [10.0, 0.1], "genotype": found,
+                                 "command": yaml.safe_load((run / "config.yaml").read_text())["command"]}
+    assert entry["found_by"]["command"].startswith("python train.py --model gdas --estimator stgs")
+    with pytest.raises(ValueError, match=f"found {re.escape(found)}, not the released genotype"):
+        release(other, "tiny-nas-net-2", tolerance=1.0, manifest=manifest, found_by=run)
+    with pytest.raises(ValueError, match="--found-by must be a gdas search run"):
+        release(retrained, "tiny-nas-net-3", tolerance=1.0, manifest=manifest, found_by=retrained)
 
 
 @pytest.mark.parametrize("arguments, message", [

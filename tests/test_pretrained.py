@@ -196,6 +196,9 @@ def test_the_manifest_schema_and_the_size_budget():
         entry = release_.entry
         assert (ROOT / "checkpoints" / entry["file"]).is_file() or entry["url"], name
         assert entry["command"].startswith("python train.py"), name
+        if entry["model"] == "nas-net":  # the genotype, too, comes from a recorded train.py search
+            assert entry["found_by"]["command"].startswith("python train.py --model gdas"), name
+            assert entry["found_by"]["genotype"] == entry["hyper_parameters"]["genotype"], name
         assert entry["metrics"] and all({"value", "tolerance", "how"} <= set(m) for m in entry["metrics"].values())
         assert len(entry["sha256"]) == 64 and entry["dtype"] in ("float16", "bfloat16", "float32")
     assert sum(release_.entry["size_bytes"] for release_ in RELEASES.values()) <= 30_000_000
@@ -222,3 +225,4 @@ def test_every_release_loads_and_re_measures_its_metric(name):
         pytest.skip(f"the data of {name} is not on this machine: {str(error).splitlines()[0]}")
     for metric, recorded in release_.metrics.items():
         assert abs(measured[metric] - recorded["value"]) <= recorded["tolerance"], (metric, measured[metric])
+

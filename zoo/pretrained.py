@@ -197,6 +197,10 @@ def markdown_table(manifest: Path | None = None) -> str:
         entry = release.entry
         metrics = "; ".join(f"{metric} {value['value']:g}" for metric, value in entry["metrics"].items())
         estimator = f"{entry['estimator']} ({entry['tau']:g})" if entry["estimator"] else "–"
+        if "found_by" in entry:  # a retrained genotype: the estimator is the search's
+            search = entry["found_by"]
+            start, end = search["tau"]
+            estimator = f"{search['estimator']} ({search['model']} search, τ {start:g}→{end:g})"
         rows.append(f"| `{name}` | {entry['model']} | {entry['data']['name']} | {estimator} | {metrics} | "
                     f"{entry['parameters']:,} | {entry['size_bytes'] / 1e6:.2f} MB |")
     return "\n".join(rows)

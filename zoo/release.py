@@ -2,11 +2,13 @@
 
     python -m zoo.release runs/vae-fashion-mnist-reinmax/version_0 --name vae-fashion-mnist-reinmax \\
         --tolerance 0.5 [--dtype float16] [--note TEXT]
+    python -m zoo.release NAS_NET_RUN --name ... --tolerance 0.002 --found-by GDAS_RUN
 
 The weights are those of the run's ``checkpoints/last.ckpt`` (read as tensors only),
 stored in ``--dtype``; the metrics are measured by :func:`zoo.evaluate.measure` on
 the file just written, so they are those of the stored precision. The command is
-the one ``train.py`` recorded in the run's ``config.yaml``.
+the one ``train.py`` recorded in the run's ``config.yaml``; a retrained genotype
+also records the search run's command (``found_by``).
 """
 
 from __future__ import annotations
@@ -33,18 +35,43 @@ def release_metric(model_class: type) -> str:
     return "test/" + model_class.checkpoint_monitor[0].split("/", 1)[1]
 
 
+def trained_model(run: Path, checkpoint: Path | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """A train.py run's ``config.yaml``, its checkpoint (read as tensors only) and the model it holds."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved["hyper_parameters"] = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as in JSON
+    model = get_model_class(config["model"])(**saved["hyper_parameters"])
+    model.load_state_dict(saved["state_dict"])
+    return config, saved, model
+
+
+def search_provenance(search_run: Path, genotype: str) -> dict[str, Any]:
+    """How a ``nas-net`` release's genotype was found: the ``gdas`` run, which must have found exactly it."""
+    config, _, search = trained_model(search_run)
+    if config["model"] != "gdas":
+        raise ValueError(f"--found-by must be a gdas search run; {search_run} trained {config['model']!r}.")
+    found = str(search.genotype)
+    if found != genotype:
+        raise ValueError(f"the search run {search_run} found {found}, not the released genotype {genotype}; "
+                         "release the retraining of the genotype that search found.")
+    return {"model": "gdas", "estimator": config["estimator"], "tau": [search.tau_start, search.tau_end],
+            "command": config["command"], "genotype": found}
+
+
 def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note: str | None = None,
-            manifest: Path | None = None, checkpoint: Path | None = None, data_dir: str | None = None) -> dict[str, Any]:
-    """Write ``name``'s weights beside ``manifest``, measure them, and record the entry; returns the entry."""
+            manifest: Path | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
+            found_by: Path | None = None) -> dict[str, Any]:
+    """Write ``name``'s weights beside ``manifest``, measure them, and record the entry; returns the entry.
+
+    ``found_by`` is the ``gdas`` run whose genotype a ``nas-net`` run retrained; its
+    command and τ schedule are recorded, so the whole release is reproducible.
+    """
     from safetensors.torch import save_file
 
     manifest = MANIFEST if manifest is None else manifest
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    model_class = get_model_class(config["model"])
-    hyper_parameters = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as JSON keeps them
-    model = model_class(**hyper_parameters)
-    model.load_state_dict(saved["state_dict"])
+    config, saved, model = trained_model(run, checkpoint)
+    model_class = type(model)
+    hyper_parameters = saved["hyper_parameters"]
     stored = {key: (value.to(DTYPES[dtype]) if value.is_floating_point() else value).contiguous()
               for key, value in model.state_dict().items()}
     path = manifest.parent / f"{name}.safetensors"
@@ -66,6 +93,8 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
         "dtype": dtype,
         "url": None,
     }
+    if found_by is not None:
+        entry["found_by"] = search_provenance(found_by, hyper_parameters["genotype"])
     if note:
         entry["note"] = note
     stored_model = model_class(**hyper_parameters)
@@ -99,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, required=True,
                         help="how far a re-measurement may fall from the recorded metric")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
-    parser.add_argument("--note", help="anything else a user should know, e.g. how a genotype was found")
+    parser.add_argument("--found-by", type=Path, help="the gdas search run whose genotype this nas-net run retrained")
+    parser.add_argument("--note", help="anything else a user should know")
     parser.add_argument("--checkpoint", type=Path, help="default: the run's checkpoints/last.ckpt")
     parser.add_argument("--manifest", type=Path, help="default: the repository's checkpoints/manifest.json")
     parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
     args = parser.parse_args(argv)
     entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
-                    args.data_dir)
+                    args.data_dir, args.found_by)
     print(json.dumps({args.name: entry}, indent=1))
     return 0
 

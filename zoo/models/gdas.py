@@ -23,6 +23,7 @@ flattens the first-order term it corrects).
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import torch
@@ -158,8 +159,15 @@ class GDASSearch(Classifier):
         self._log_architecture()
 
     def on_fit_end(self) -> None:
-        rank_zero_info(f"GDAS found {self.genotype}; train it from scratch with: python train.py --model nas-net "
-                       f"--genotype '{self.genotype}' --data DATA")
+        rank_zero_info(f"GDAS found {self.genotype}; train it from scratch with: {self.retraining_command()}")
+
+    def retraining_command(self) -> str:
+        """The ``train.py`` command that trains the found genotype from scratch on this search's data and size."""
+        data = getattr(self.trainer.datamodule, "name", "DATA")
+        command = ["python", "train.py", "--model", "nas-net", "--genotype", str(self.genotype), "--data", data]
+        for option in ("channels", "cells_per_stage"):
+            command += ["--model-arg", f"{option}={self.hparams[option]}"]
+        return shlex.join(command)
 
     def _log_architecture(self) -> None:
         """The genotype as text and softmax(α) as a heat map, on TensorBoard."""
