@@ -2,6 +2,7 @@
 
     python benchmarks/listops.py speed [--batches 40]
     python benchmarks/listops.py train --reference PATH/TO/valid.tsv [--epochs 20] [--limit-train-batches N] [--resume]
+    python benchmarks/listops.py score --reference PATH/TO/valid.tsv --pretrained listops-reinmax
     python benchmarks/listops.py report
 
 ``speed`` times training steps (forward, backward, RAdam) of the paper's model
@@ -20,6 +21,7 @@ run, rewritten every epoch, so a stopped run keeps its curve) goes to
 ``benchmarks/results/listops/``; ``report`` tabulates the records. The run writes
 ``last.ckpt`` every 500 steps under ``runs/benchmarks/listops/``, and ``--resume``
 continues it there, so the recipe's hours can be spread over several sittings.
+``score`` gives that accuracy for a release or any checkpoint of the model.
 """
 
 from __future__ import annotations
@@ -89,13 +91,29 @@ def speed(args: argparse.Namespace) -> None:
               f"{epoch_minutes:.0f} | {sum(times) / baseline:.2f} |")
 
 
+def reference_batches(reference: Path) -> BucketedBatches:
+    """The published file's expressions of fewer than 100 tokens, as the paper scores them."""
+    examples = [example for example in read_examples(reference)
+                if paper_length(list(example.tokens)) < PAPER_MAX_LENGTH]
+    return BucketedBatches(*encode(examples), batch_size=128)
+
+
+def count_correct(module: ListOpsParser, batches: BucketedBatches) -> tuple[int, int]:
+    """(correct, total) of ``module``'s predictions in eval mode."""
+    module.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for tokens, lengths, labels in batches:
+            correct += int((module(tokens, lengths).argmax(-1) == labels).sum())
+            total += len(labels)
+    return correct, total
+
+
 class ReferenceAccuracy(L.Callback):
     """After every training epoch: accuracy on a fixed file, time per epoch, and the record on disk."""
 
     def __init__(self, reference: Path, record: dict, path: Path) -> None:
-        examples = [example for example in read_examples(reference)
-                    if paper_length(list(example.tokens)) < PAPER_MAX_LENGTH]
-        self.batches = BucketedBatches(*encode(examples), batch_size=128)
+        self.batches = reference_batches(reference)
         self.record, self.path = record, path
         self._epoch_start = 0.0
         self._resumed_mid_epoch = False  # the epoch's time then covers only its remainder
@@ -107,12 +125,7 @@ class ReferenceAccuracy(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: ListOpsParser) -> None:
         seconds = time.perf_counter() - self._epoch_start
-        module.eval()
-        correct = total = 0
-        with torch.no_grad():
-            for tokens, lengths, labels in self.batches:
-                correct += int((module(tokens, lengths).argmax(-1) == labels).sum())
-                total += len(labels)
+        correct, total = count_correct(module, self.batches)
         module.train()
         metrics = trainer.callback_metrics
         self.record["epochs"].append({
@@ -161,6 +174,19 @@ def train(args: argparse.Namespace) -> None:
     print(f"-> {path}")
 
 
+def score(args: argparse.Namespace) -> None:
+    from zoo.pretrained import load_pretrained
+
+    if args.pretrained:
+        module, source = load_pretrained(args.pretrained), f"release {args.pretrained}"
+    else:
+        module = ListOpsParser.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
+        source = str(args.checkpoint)
+    correct, total = count_correct(module, reference_batches(args.reference))
+    print(f"{source}: {100 * correct / total:.2f}% ({correct} of {total}) on {args.reference.name}, "
+          f"expressions of fewer than {PAPER_MAX_LENGTH} tokens")
+
+
 def report(args: argparse.Namespace) -> None:
     records = [json.loads(path.read_text()) for path in sorted(args.results.glob("*.json"))]
     if not records:
@@ -195,11 +221,16 @@ def main() -> None:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the run's checkpoints go")
     run.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    scoring = commands.add_parser("score", help="a release's or checkpoint's accuracy on the published file")
+    scoring.add_argument("--reference", type=Path, required=True, help="the published ListOps valid.tsv")
+    source = scoring.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pretrained", metavar="NAME", help="a released parser, e.g. listops-reinmax")
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint of train.py --model listops")
     commands.add_parser("report", help="the learning curves of every record")
     for sub in (run, commands.choices["report"]):
         sub.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
-    {"speed": speed, "train": train, "report": report}[args.command](args)
+    {"speed": speed, "train": train, "score": score, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
