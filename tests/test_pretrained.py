@@ -29,15 +29,21 @@ def data_dir(tiny_mnist) -> Path:
 
 
 @pytest.fixture(scope="module")
-def released(data_dir, tmp_path_factory) -> Path:
-    """A manifest with one release, made by train.py and zoo.release as a maintainer makes one."""
+def run(data_dir, tmp_path_factory) -> Path:
+    """A tiny train.py run of the categorical VAE."""
     output = tmp_path_factory.mktemp("runs")
     command = ["--data", "mnist", "--data-dir", str(data_dir), "--estimator", "st", "--tau", "1.0", "--max-steps",
                "3", "--batch-size", "20", "--output-dir", str(output), "--accelerator", "cpu", "--devices", "1",
                "--trainer-arg", "enable_progress_bar=false", *SMALL_VAE]
     subprocess.run([sys.executable, "train.py", *command], cwd=ROOT, check=True, capture_output=True)
+    return output / "vae-mnist-st" / "version_0"
+
+
+@pytest.fixture(scope="module")
+def released(run, data_dir, tmp_path_factory) -> Path:
+    """A manifest with one release, made by train.py and zoo.release as a maintainer makes one."""
     manifest = tmp_path_factory.mktemp("checkpoints") / "manifest.json"
-    release(output / "vae-mnist-st" / "version_0", NAME, tolerance=1e-3, manifest=manifest, data_dir=str(data_dir))
+    release(run, NAME, tolerance=1e-3, manifest=manifest, data_dir=str(data_dir))
     return manifest
 
 
@@ -67,6 +73,25 @@ def test_the_recorded_metric_re_measures_from_the_stored_half_precision_weights(
     metric, recorded = next(iter(release_.metrics.items()))
     assert metric == "test/neg_elbo_epoch"
     assert abs(measured[metric] - recorded["value"]) <= recorded["tolerance"]
+
+
+def test_a_failed_release_leaves_the_earlier_one_intact(run, released, tmp_path, monkeypatch):
+    import zoo.release
+
+    manifest = copy_of(released, tmp_path)
+    before = {path.name: path.read_bytes() for path in manifest.parent.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zoo.release, "measure", interrupted)  # e.g. stopped while measuring
+    with pytest.raises(KeyboardInterrupt):
+        release(run, NAME, tolerance=1e-3, dtype="float32", manifest=manifest)  # other bytes than the release's
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="--found-by is for nas-net runs; .* trained 'vae'"):
+        release(run, NAME, tolerance=1e-3, manifest=manifest, found_by=run)
+    assert {path.name: path.read_bytes() for path in manifest.parent.iterdir()} == before
+    load_pretrained(NAME, manifest=manifest)
 
 
 def test_list_pretrained_filters_by_pattern(released):

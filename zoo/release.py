@@ -72,10 +72,17 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
     config, saved, model = trained_model(run, checkpoint)
     model_class = type(model)
     hyper_parameters = saved["hyper_parameters"]
+    provenance = None
+    if found_by is not None:
+        if "genotype" not in hyper_parameters:
+            raise ValueError(f"--found-by is for nas-net runs; {run} trained {config['model']!r}.")
+        provenance = search_provenance(found_by, hyper_parameters["genotype"])
     stored = {key: (value.to(DTYPES[dtype]) if value.is_floating_point() else value).contiguous()
               for key, value in model.state_dict().items()}
     path = manifest.parent / f"{name}.safetensors"
-    save_file(stored, str(path), metadata={"name": name, "model": config["model"]})
+    # Measured before it replaces anything: a failure leaves an earlier release of this name intact.
+    partial = path.with_name(f".{path.name}.partial")
+    save_file(stored, str(partial), metadata={"name": name, "model": config["model"]})
     entry: dict[str, Any] = {
         "model": config["model"],
         "hyper_parameters": hyper_parameters,
@@ -88,25 +95,30 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
         "metrics": {},
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "file": path.name,
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_of(path),
+        "size_bytes": partial.stat().st_size,
+        "sha256": sha256_of(partial),
         "dtype": dtype,
         "url": None,
     }
-    if found_by is not None:
-        entry["found_by"] = search_provenance(found_by, hyper_parameters["genotype"])
+    if provenance:
+        entry["found_by"] = provenance
     if note:
         entry["note"] = note
     stored_model = model_class(**hyper_parameters)
-    load_weights(stored_model, read_weights(path), name)
+    load_weights(stored_model, read_weights(partial), name)
     metric = release_metric(model_class)
     draft = Release(name, {**entry, "metrics": {metric: {}}})
-    value = measure(draft, stored_model.eval(), data_dir)[metric]
+    try:
+        value = measure(draft, stored_model.eval(), data_dir)[metric]
+    except BaseException:
+        partial.unlink()
+        raise
     entry["metrics"] = {metric: {
         "value": round(value, 6), "tolerance": tolerance,
         "how": f"Lightning's test loop on the {config['data']} test split with the {dtype} weights, seed "
                f"{EVALUATION_SEED} (python -m zoo.evaluate {name})",
     }}
+    os.replace(partial, path)
     write_entry(manifest, name, entry)
     return entry
 
