@@ -227,6 +227,7 @@ def test_the_manifest_schema_and_the_size_budget():
         assert entry["metrics"] and all({"value", "tolerance", "how"} <= set(m) for m in entry["metrics"].values())
         assert len(entry["sha256"]) == 64 and entry["dtype"] in ("float16", "bfloat16", "float32")
     assert sum(release_.entry["size_bytes"] for release_ in RELEASES.values()) <= 30_000_000
+    assert {release_.model for release_ in RELEASES.values()} >= {"vae", "bvae", "listops", "nas-net"}
 
 
 def test_the_readme_table_is_the_manifests():
@@ -251,3 +252,14 @@ def test_every_release_loads_and_re_measures_its_metric(name):
     for metric, recorded in release_.metrics.items():
         assert abs(measured[metric] - recorded["value"]) <= recorded["tolerance"], (metric, measured[metric])
 
+
+def test_zoo_parse_shows_the_released_parsers_tree_and_refuses_other_releases():
+    parsers = list_pretrained("listops*")
+    command = [sys.executable, "-m", "zoo.parse", "[MAX 2 9 [MIN 4 7 ] 0 ]", "--pretrained"]
+    shown = subprocess.run([*command, parsers[0]], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "true value: 9" in shown.stdout and "tree:" in shown.stdout
+    wrong = subprocess.run([*command, "vae-fashion-mnist-reinmax"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert wrong.returncode == 2
+    assert f"is a vae release, not a ListOps parser; ListOps releases: {', '.join(parsers)}" in wrong.stderr
