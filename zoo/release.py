@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import yaml
 
@@ -35,7 +36,8 @@ def release_metric(model_class: type) -> str:
     return "test/" + model_class.checkpoint_monitor[0].split("/", 1)[1]
 
 
-def trained_model(run: Path, checkpoint: Path | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+def trained_model(run: Path, checkpoint: Path | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any], L.LightningModule]:
     """A train.py run's ``config.yaml``, its checkpoint (read as tensors only) and the model it holds."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
