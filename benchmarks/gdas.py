@@ -17,9 +17,11 @@ number of steps) and records the genotype, α's entropy and the supernet's test
 accuracy under the argmax genotype after every epoch. ``retrain`` runs
 ``train.py --model nas-net`` from scratch on the whole Fashion-MNIST training set
 with the NATS recipe (SGD 0.1, Nesterov, cosine) at an equal budget for every
-genotype and records its test accuracy after every epoch (the run, under
-``runs/benchmarks/gdas/``, can be released with ``python -m zoo.release``). Records go to ``benchmarks/results/gdas/``; ``report``
-tabulates them.
+genotype and records its test accuracy after every epoch; the run is kept under
+``runs/benchmarks/gdas/``. Records go to ``benchmarks/results/gdas/``; ``report``
+tabulates them. A release of a found genotype comes from ``train.py --model gdas``
+and ``--model nas-net`` runs instead (``python -m zoo.release ... --found-by``), so
+that both commands are recorded.
 """
 
 from __future__ import annotations

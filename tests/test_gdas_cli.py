@@ -69,7 +69,8 @@ def test_a_genotype_retrains_through_train_py(tmp_path):
     assert saved["hyper_parameters"]["genotype"] == GENOTYPE and saved["global_step"] == 2
 
 
-def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, tmp_path):
+def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, tmp_path, capsys):
+    from zoo.release import main as release_main
     from zoo.release import release
 
     run, _ = search
@@ -90,6 +91,11 @@ def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, 
         release(other, "tiny-nas-net-2", tolerance=1.0, manifest=manifest, found_by=run)
     with pytest.raises(ValueError, match="--found-by must be a gdas search run"):
         release(retrained, "tiny-nas-net-3", tolerance=1.0, manifest=manifest, found_by=retrained)
+    with pytest.raises(SystemExit) as stopped:  # the command line says the same, without a traceback
+        release_main([str(retrained), "--name", "tiny-nas-net-3", "--tolerance", "1", "--manifest", str(manifest),
+                      "--found-by", str(retrained)])
+    assert stopped.value.code == 2 and "--found-by must be a gdas search run" in capsys.readouterr().err
+    assert sorted(path.name for path in manifest.parent.iterdir()) == ["manifest.json", "tiny-nas-net.safetensors"]
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -148,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, help="default: the repository's checkpoints/manifest.json")
     parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
     args = parser.parse_args(argv)
-    entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
-                    args.data_dir, args.found_by)
+    try:
+        entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
+                        args.data_dir, args.found_by)
+    except ValueError as error:  # the run, the search run or a loaded file does not fit: the message says how
+        parser.error(str(error))
     print(json.dumps({args.name: entry}, indent=1))
     return 0
 
