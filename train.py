@@ -394,17 +394,19 @@ def check_checkpoint(path: Path) -> None:
 
 def build_trainer(config: dict[str, Any], run: Path, model):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from callbacks.checkpoint import AtomicCheckpointIO, FinalCheckpoint
     from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
     from callbacks.nonfinite import NonFiniteGuard
+    from callbacks.progress import LossProgressBar
     from callbacks.seeding import PerRankSeed
     from callbacks.temperature import TemperatureSchedule
 
     monitor, mode = model.checkpoint_monitor
+    guard = NonFiniteGuard(config["on_nonfinite"])
     callbacks = [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
                         monitor=monitor, mode=mode, save_last=True, save_top_k=1,
@@ -414,7 +416,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
                         save_top_k=0, save_last=True, enable_version_counter=False),
         PerRankSeed(config["seed"]),
-        NonFiniteGuard(config["on_nonfinite"]),
+        guard,
     ]
     if config["grad_quality_every"]:
         try:
@@ -427,12 +429,9 @@ def build_trainer(config: dict[str, Any], run: Path, model):
                                              config["tau_duration"], config["tau_interval"]))
     if config["trainer"].get("enable_progress_bar", True):
         # Redrawing the bar every step costs a few percent of a small model's step.
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        callbacks.append(LossProgressBar(guard, refresh_rate=10))
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
-    strategy = config["strategy"]
-    if strategy == "ddp" and getattr(model, "has_unused_parameters", False):
-        strategy = "ddp_find_unused_parameters_true"  # e.g. GDAS runs only the sampled operations
     version = int(run.name.removeprefix("version_"))
     logger = TensorBoardLogger(save_dir=run.parent, name="", version=version, default_hp_metric=False)
     settings = dict(
@@ -441,7 +440,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         gradient_clip_val=config["gradient_clip_val"],
         devices=config["devices"],
         accelerator=config["accelerator"],
-        strategy=strategy,
+        strategy=config["strategy"],
         precision=config["precision"],
         logger=logger,
         callbacks=callbacks,
@@ -449,21 +448,49 @@ def build_trainer(config: dict[str, Any], run: Path, model):
     )
     settings.update(config["trainer"])
     try:
-        return L.Trainer(**settings)
+        trainer = L.Trainer(**settings)
     except (TypeError, ValueError) as error:
         raise ValueError(f"bad trainer setting: {error}") from error
+    find_unused_parameters_if_needed(trainer, model)
+    return trainer
 
 
-def save_config(config: dict[str, Any], run: Path, argv: list[str] | None) -> None:
-    """The resolved settings, the command as typed, and the library versions, beside the run's events."""
+def find_unused_parameters_if_needed(trainer, model) -> None:
+    """Let DDP find the parameters a step leaves unused, if the model has such steps.
+
+    GDAS runs only the sampled operation of each edge, so DDP must look for the
+    parameters that took no part in the loss. Lightning picks DDP for ``--devices N``
+    and ``auto`` with several GPUs, for every ``ddp*`` strategy name, and for
+    processes started by ``torchrun`` or ``srun``; whichever way it got there, the
+    strategy it built is the one to adjust, before anything is wrapped.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if getattr(model, "has_unused_parameters", False) and isinstance(trainer.strategy, DDPStrategy):
+        trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
+
+
+def describe_batch(per_process: int, processes: int) -> str:
+    """One line on the batch: ``--batch-size`` is per process, so the global batch grows with them."""
+    if processes == 1:
+        return f"batch: {per_process}"
+    return (f"global batch: {per_process * processes} ({per_process} per process x {processes} processes); "
+            "the learning rate and the step budget are as given, not scaled")
+
+
+def save_config(config: dict[str, Any], run: Path, argv: list[str] | None, processes: int = 1) -> None:
+    """The resolved settings, the command as typed, the processes and global batch, and the library
+    versions, beside the run's events."""
     import lightning
     import torch
 
     import shlex
 
     arguments = sys.argv[1:] if argv is None else argv
-    record = {**config, "command": shlex.join(["python", "train.py", *arguments]), "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
-                                     "lightning": lightning.__version__}}
+    record = {**config, "command": shlex.join(["python", "train.py", *arguments]),
+              "processes": processes, "global_batch_size": config["batch_size"] * processes,
+              "versions": {"python": sys.version.split()[0], "torch": str(torch.__version__),
+                           "lightning": lightning.__version__}}
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
@@ -492,8 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         datamodule = build_datamodule(config)
         trainer = build_trainer(config, run, model)
         if trainer.is_global_zero:
-            save_config(config, run, argv)
-            print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}", flush=True)
+            save_config(config, run, argv, trainer.world_size)
+            print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}\n"
+                  f"{describe_batch(config['batch_size'], trainer.world_size)}", flush=True)
         # Checkpoints hold tensors and plain values only: load them without unpickling code.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except InvalidLogitsError as error:

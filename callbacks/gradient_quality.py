@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
 from zoo.estimators import Estimator, get_estimator
@@ -94,14 +95,21 @@ class GradientQuality(L.Callback):
         self._extra = {name: build_estimator(name, tau, dict(options))
                        for name, options in self.extra_options.items() if name != module.estimator.name}
         for estimator in self._extra.values():
-            estimator.to(module.device).check_num_samples(self._evaluations(module))
+            estimator.check_num_samples(self._evaluations(module))
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # Lightning places the model (device, and dtype under 64-true) after ``setup``.
+        for estimator in self._extra.values():
+            estimator.to(device=module.device, dtype=module.dtype)
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_index: int) -> None:
         if trainer.global_step % self.every_n_steps:
             return
         if self.probe_batch is None:
             first = batch[: self.probe_batch_size] if isinstance(batch, Tensor) else batch
-            self.probe_batch = trainer.strategy.broadcast(first, src=0)
+            # Sent from the CPU: a CUDA tensor would arrive on rank 0's GPU on every rank.
+            self.probe_batch = trainer.strategy.broadcast(move_data_to_device(first, "cpu"), src=0)
+        self.probe_batch = move_data_to_device(self.probe_batch, module.device)
         reduce = (lambda tensor: trainer.strategy.reduce(tensor, reduce_op="sum")) if trainer.world_size > 1 else (lambda tensor: tensor)
         self.last = self.measure(module, trainer.global_step, trainer.global_rank, trainer.world_size, reduce)
         if trainer.is_global_zero:

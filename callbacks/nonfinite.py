@@ -5,8 +5,14 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import Tensor
+from torch.nn.utils import get_total_norm
+
+from zoo.estimators import Estimator
 
 ACTIONS = ("stop", "skip")
+#: A loss scaler that skips this many optimizer steps in a row has collapsed: its
+#: scale has been halved this many times (2^30 ≈ 1e9), and the run trains nothing.
+MAX_CONSECUTIVE_SCALER_SKIPS = 30
 
 
 class NonFiniteError(RuntimeError):
@@ -14,41 +20,76 @@ class NonFiniteError(RuntimeError):
 
 
 class NonFiniteGuard(L.Callback):
-    """Check the loss before backward and the gradients before the optimizer step.
+    """Check the loss, the gradients and the estimators' logits before each optimizer step.
 
     ``action="stop"`` raises :class:`NonFiniteError` before the optimizer step, so
     the weights, and every checkpoint already written, stay as they were;
     ``train.py`` turns it into a message and a non-zero exit. ``action="skip"``
     drops that step's gradients (the optimizer leaves parameters without a
     gradient untouched), counts it in ``train/skipped_steps`` and goes on.
-    The gradient check is one reduction and one host sync per step.
+
+    Reading a value on the host stalls a GPU until its queue drains, so the checks
+    are collected on the device: the model's estimators set a flag instead of
+    raising (:meth:`Estimator.defer_checks`), the loss and the gradients' largest
+    magnitudes add theirs, and the flags and the loss are summed over processes
+    and read once per optimizer step. Every process thus stops, or skips, the same
+    step; none is left waiting in a collective. The loss read with the flags is
+    :attr:`last_loss`, the mean over processes, which the progress bar shows.
+
+    Under a loss scaler (``--precision 16-mixed``) a non-finite gradient is the
+    scaler's business: it skips the step and halves its scale, as it does on
+    purpose every so often. Such steps are counted in ``train/scaler_skipped_steps``;
+    only :data:`MAX_CONSECUTIVE_SCALER_SKIPS` of them in a row stop the run.
     """
 
-    def __init__(self, action: str = "stop") -> None:
+    def __init__(self, action: str = "stop", max_consecutive_scaler_skips: int = MAX_CONSECUTIVE_SCALER_SKIPS) -> None:
         if action not in ACTIONS:
             raise ValueError(f"NonFiniteGuard: action must be one of {', '.join(ACTIONS)}, got {action!r}.")
         self.action = action
+        self.max_consecutive_scaler_skips = max_consecutive_scaler_skips
         self.skipped_steps = 0
-        self._loss_problem: str | None = None
+        self.scaler_skipped_steps = 0
+        self.consecutive_scaler_skips = 0
+        self.last_loss: float | None = None
+        self._loss: Tensor | None = None
+        self._invalid_logits: Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._invalid_logits = torch.zeros((), dtype=torch.bool, device=module.device)
+        for estimator in _estimators(module):
+            estimator.defer_checks(self._invalid_logits)
+
+    def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        for estimator in _estimators(module):
+            estimator.defer_checks(None)  # direct calls after training check eagerly again
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self.teardown(trainer, module, "fit")  # Lightning skips teardown when fit raises
 
     def on_before_backward(self, trainer: L.Trainer, module: L.LightningModule, loss: Tensor) -> None:
-        self._loss_problem = None if bool(torch.isfinite(loss.detach()).all()) else f"the loss is {loss.item()}"
+        self._loss = loss.detach()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        problem = self._loss_problem
-        if problem is None and gradients and not bool(torch.stack([g.isfinite().all() for g in gradients]).all()):
-            problem = "a gradient is not finite"
-        if problem is None:
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        loss_bad, gradients_bad, logits_bad = self._read_step(trainer, optimizer, module.device)
+        problems = [problem for problem, bad in (
+            (f"the loss is {self.last_loss}", loss_bad),
+            ("a gradient is not finite", gradients_bad and scaler is None),
+            ("the estimator met logits with no valid distribution (NaN or +inf, or a row all -inf)", logits_bad),
+        ) if bad]
+        if not problems and gradients_bad:
+            self._count_scaler_skip(trainer, module, scaler)
             return
-        step = trainer.global_step
+        self.consecutive_scaler_skips = 0
+        if not problems:
+            return
         if self.action == "stop":
             raise NonFiniteError(
-                f"non-finite values at step {step} (epoch {trainer.current_epoch}): {problem}. The weights are "
-                "those before this step and the checkpoints already written are kept. Lower the learning rate, "
-                "clip gradients (--gradient-clip-val), resume from the last checkpoint, or skip such steps with "
-                "--on-nonfinite skip."
+                f"non-finite values at step {trainer.global_step} (epoch {trainer.current_epoch}): "
+                f"{'; '.join(problems)}. The weights are those before this step and the checkpoints already "
+                "written are kept. Lower the learning rate, clip gradients (--gradient-clip-val), resume from the "
+                "last checkpoint, or skip such steps with --on-nonfinite skip."
             )
         for group in optimizer.param_groups:
             for parameter in group["params"]:
@@ -56,8 +97,63 @@ class NonFiniteGuard(L.Callback):
         self.skipped_steps += 1
         module.log("train/skipped_steps", float(self.skipped_steps))
 
+    def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._invalid_logits is not None:
+            self._invalid_logits.zero_()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Validation has no step to skip: logits without a distribution there stop the run."""
+        if self._invalid_logits is None:
+            return
+        if _sum_over_processes(trainer, self._invalid_logits.float()).item():
+            raise NonFiniteError(
+                f"validation after step {trainer.global_step} met logits with no valid distribution (NaN or +inf, "
+                "or a row all -inf): the weights have diverged. The checkpoints already written are kept; lower "
+                "the learning rate or clip gradients (--gradient-clip-val), and resume from an earlier checkpoint."
+            )
+
+    def _read_step(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer,
+                   device: torch.device) -> tuple[bool, bool, bool]:
+        """Whether the loss, a gradient, the logits were bad on any process: the step's one read."""
+        loss = self._loss if self._loss is not None else torch.zeros((), device=device)
+        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # The largest magnitude is infinite or NaN exactly when some entry is (fused kernels, no overflow).
+        largest = get_total_norm(gradients, float("inf")) if gradients else loss.new_zeros(())
+        status = torch.stack((
+            loss.isfinite().logical_not().float(),
+            largest.isfinite().logical_not().float(),
+            self._invalid_logits.float(),
+            loss.float(),
+        ))
+        self._invalid_logits.zero_()
+        self._loss = None
+        loss_bad, gradients_bad, logits_bad, loss_sum = _sum_over_processes(trainer, status).tolist()
+        self.last_loss = loss_sum / trainer.world_size
+        return bool(loss_bad), bool(gradients_bad), bool(logits_bad)
+
+    def _count_scaler_skip(self, trainer: L.Trainer, module: L.LightningModule, scaler) -> None:
+        self.scaler_skipped_steps += 1
+        self.consecutive_scaler_skips += 1
+        module.log("train/scaler_skipped_steps", float(self.scaler_skipped_steps))
+        if self.consecutive_scaler_skips >= self.max_consecutive_scaler_skips:
+            raise NonFiniteError(
+                f"the loss scaler skipped the last {self.consecutive_scaler_skips} optimizer steps (to step "
+                f"{trainer.global_step}) for non-finite gradients: its scale has collapsed to {scaler.get_scale():.3g} "
+                "and the run trains nothing. The checkpoints already written are kept; lower the learning rate, "
+                "clip gradients (--gradient-clip-val), or train in bf16-mixed or 32-true precision."
+            )
+
     def state_dict(self) -> dict[str, int]:
-        return {"skipped_steps": self.skipped_steps}
+        return {"skipped_steps": self.skipped_steps, "scaler_skipped_steps": self.scaler_skipped_steps}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.skipped_steps = state_dict["skipped_steps"]
+        self.scaler_skipped_steps = state_dict.get("scaler_skipped_steps", 0)
+
+
+def _estimators(module: L.LightningModule) -> list[Estimator]:
+    return [child for child in module.modules() if isinstance(child, Estimator)]
+
+
+def _sum_over_processes(trainer: L.Trainer, values: Tensor) -> Tensor:
+    return trainer.strategy.reduce(values, reduce_op="sum") if trainer.world_size > 1 else values

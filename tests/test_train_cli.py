@@ -166,7 +166,7 @@ def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(arguments, message, d
 def test_diverging_weights_stop_training_with_the_step_named(data_dir, tmp_path):
     result = small_run(data_dir, tmp_path, "--max-steps", "20", "--optimizer", "adam", "--lr", "1e30")
     assert result.returncode == 1
-    assert "training stopped at step" in result.stderr and "lower the learning rate" in result.stderr
+    assert "training stopped: non-finite values at step" in result.stderr and "Lower the learning rate" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -149,3 +149,21 @@ def test_a_loss_of_the_wrong_shape_is_named(name):
 def test_pathwise_objective_needs_at_least_one_sample():
     with pytest.raises(ValueError, match="st: num_samples must be an integer >= 1, got 0"):
         get_estimator("st").objective(torch.randn(3, 2), lambda s: s.sum(-1), 0)
+
+
+@pytest.mark.parametrize("name", list_estimators())
+def test_deferred_checks_set_a_flag_instead_of_raising_and_undeferring_restores_them(name):
+    """In training the flag is read once a step (NonFiniteGuard); calling it must never read it."""
+    estimator = get_estimator(name)
+    flag = torch.zeros((), dtype=torch.bool)
+    estimator.defer_checks(flag)
+    good, bad = torch.randn(4, 1, 2), logits_with(BAD_ROWS["nan"])[:, :2].unsqueeze(1)
+    estimator.objective(good, lambda s: s.sum((-1, -2)), 2)
+    assert not flag
+    estimator.objective(bad, lambda s: s.sum((-1, -2)), 2)
+    assert flag
+    estimator.objective(good, lambda s: s.sum((-1, -2)), 2)
+    assert flag  # a flag is only ever raised; its reader clears it
+    estimator.defer_checks(None)
+    with pytest.raises(ValueError, match="no valid distribution"):
+        estimator.objective(bad, lambda s: s.sum((-1, -2)), 2)

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ._categorical import check_probabilities, full_precision, softmax, softmax_vjp
+from ._categorical import check_probabilities, full_precision, invalid_rows, softmax, softmax_vjp
 
 LossFn = Callable[[Tensor], Tensor]
 """Maps one-hot samples ``(S, *batch, *variables, C)`` to losses ``(S, *batch)``."""
@@ -37,6 +37,7 @@ class Estimator(nn.Module):
         if name is not None:
             self.name = name
         self.validate_args = validate_args
+        self._deferred_flag: Tensor | None = None
 
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 1) -> Tensor:
         """A scalar whose value is the mean loss and whose gradient is the estimate.
@@ -65,9 +66,27 @@ class Estimator(nn.Module):
             )
 
     def check(self, probs: Tensor) -> None:
-        """Reject rows with no valid distribution, unless ``validate_args`` is off."""
-        if self.validate_args:
+        """Reject rows with no valid distribution, unless ``validate_args`` is off.
+
+        While checks are deferred (:meth:`defer_checks`), a bad row sets the flag instead.
+        """
+        if not self.validate_args:
+            return
+        if self._deferred_flag is None:
             check_probabilities(probs, self.name)
+        else:
+            self._deferred_flag.logical_or_(invalid_rows(probs).any())
+
+    def defer_checks(self, flag: Tensor | None) -> None:
+        """Record logits without a distribution in ``flag`` (a boolean scalar) instead of raising.
+
+        Raising means reading a value on the host at every call, which stalls a GPU
+        (ListOps calls its estimator once per merge). A training loop instead hands
+        every estimator of the model one flag on the model's device and reads it once
+        a step (``callbacks.nonfinite.NonFiniteGuard``), so that all processes of a
+        run stop together. ``None`` restores the eager check.
+        """
+        self._deferred_flag = flag
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """``softmax(logits)``, checked."""

@@ -106,13 +106,18 @@ class InvalidLogitsError(ValueError):
     """Logits with no valid distribution: NaN, +inf, or a row all −inf (in training, often diverged weights)."""
 
 
-def check_probabilities(probs: Tensor, estimator: str) -> None:
-    """Raise :class:`InvalidLogitsError` naming the bad rows if any row of ``probs`` is NaN.
+def invalid_rows(probs: Tensor) -> Tensor:
+    """Which rows of ``probs`` have no valid distribution: a boolean tensor ``probs.shape[:-1]``.
 
     :func:`softmax` turns a whole row into NaN when its logits contain NaN or
     +inf or are all −inf, so looking at the first class of each row is enough.
     """
-    bad = torch.isnan(probs[..., 0])
+    return torch.isnan(probs[..., 0])
+
+
+def check_probabilities(probs: Tensor, estimator: str) -> None:
+    """Raise :class:`InvalidLogitsError` naming the bad rows if any row of ``probs`` is NaN."""
+    bad = invalid_rows(probs)
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0])
         raise InvalidLogitsError(

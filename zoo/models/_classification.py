@@ -24,9 +24,12 @@ class Classifier(L.LightningModule):
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        # ModuleDict keys may not shadow Module attributes such as ``train``.
-        self.accuracy = nn.ModuleDict({f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro")
-                                       for stage in STAGES})
+        # ModuleDict keys may not shadow Module attributes such as ``train``. Validating the
+        # labels would read them on the host (torch.unique) at every update.
+        self.accuracy = nn.ModuleDict({
+            f"{stage}_accuracy": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+            for stage in STAGES
+        })
 
     def logits_and_labels(self, batch: Any) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -39,7 +42,7 @@ class Classifier(L.LightningModule):
             self.log(f"{stage}/accuracy", accuracy, prog_bar=True)
             self.log(f"{stage}/loss", loss, batch_size=len(labels), sync_dist=True)
         elif logger_writes_this_step(self.trainer):
-            self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy.compute(), **extra}, prog_bar=True)
+            self.log_dict({"train/loss": loss.detach(), "train/accuracy": accuracy.compute(), **extra})
 
     def _step(self, batch: Any, stage: str) -> Tensor:
         logits, labels = self.logits_and_labels(batch)

@@ -135,9 +135,7 @@ class GDASSearch(Classifier):
         weight_loss = F.cross_entropy(logits, train_labels)
         weight_optimizer.zero_grad(set_to_none=True)
         self.manual_backward(weight_loss)
-        self.clip_gradients(weight_optimizer, gradient_clip_val=self.hparams.gradient_clip_norm,
-                            gradient_clip_algorithm="norm")
-        weight_optimizer.step()
+        weight_optimizer.step()  # clipped in on_before_optimizer_step
         self.untoggle_optimizer(weight_optimizer)
 
         self.toggle_optimizer(architecture_optimizer)  # and the weights none in the architecture step
@@ -147,15 +145,20 @@ class GDASSearch(Classifier):
         architecture_optimizer.step()
         self.untoggle_optimizer(architecture_optimizer)
 
-        self.record("train", logits, train_labels, weight_loss, **{"train/arch_loss": architecture_loss.detach(),
-                                                                   "train/tau": self.estimator.tau})
+        self.record("train", logits, train_labels, weight_loss, **{"train/arch_loss": architecture_loss.detach()})
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the weights' gradients: called once a loss scaler (16-mixed) has unscaled them."""
+        if optimizer is self.trainer.optimizers[0]:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_norm,
+                                gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         self.lr_schedulers().step()
         probabilities = self.alpha.detach().softmax(-1)
         entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean()
-        self.log("search/alpha_entropy", entropy)
+        self.log_dict({"search/alpha_entropy": entropy, "train/tau": self.estimator.tau})  # τ is per epoch
         self._log_architecture()
 
     def on_fit_end(self) -> None:

@@ -37,9 +37,15 @@ from zoo.estimators import PathwiseEstimator, list_estimators
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
 
-#: A masked pair's score: a zero probability, yet finite, because a finished sequence's
-#: row is masked throughout and a row of −inf would have no softmax.
-MASKED_SCORE = -1e9
+
+def mask_scores(scores: Tensor, valid: Tensor) -> Tensor:
+    """``scores`` with the pairs that are not ``valid`` set to the lowest value of their dtype.
+
+    A masked pair gets probability zero, yet a finite score, because a finished
+    sequence's row is masked throughout and a row of −inf has no softmax. The lowest
+    value of the scores' own dtype keeps it representable under float16 autocast.
+    """
+    return scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
 
 
 class BinaryTreeLSTMCell(nn.Module):
@@ -139,7 +145,7 @@ class ListOpsParser(Classifier):
             valid = torch.arange(pairs, device=tokens.device) < remaining.unsqueeze(1)
             scores = candidates[..., : self.hparams.hidden_size] @ self.query / math.sqrt(self.hparams.hidden_size)
             # A finished sequence merges nothing: its all-zero row keeps every node in place.
-            select = self.select(scores.masked_fill(~valid, MASKED_SCORE)) * (remaining > 0).unsqueeze(1)
+            select = self.select(mask_scores(scores, valid)) * (remaining > 0).unsqueeze(1)
             before = 1 - select.cumsum(-1)
             after = 1 - before - select
             merged = (before.unsqueeze(-1) * nodes[:, :-1] + select.unsqueeze(-1) * candidates

@@ -101,7 +101,7 @@ class PolynomialProgramming(L.LightningModule):
             expected = self.expected_loss()
         self.epoch_means.update(torch.stack((loss, expected)), 1)
         if logger_writes_this_step(self.trainer):
-            self.log_dict({"train/loss": loss, "train/expected_loss": expected}, prog_bar=True)
+            self.log_dict({"train/loss": loss, "train/expected_loss": expected})
         return objective
 
     def on_train_epoch_end(self) -> None:

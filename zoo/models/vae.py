@@ -114,8 +114,7 @@ class DiscreteVAE(L.LightningModule):
         terms = self.loss_terms(images)
         self.epoch_means[f"{stage}_terms"].update(torch.stack([terms[term] for term in TERMS]), images.shape[0])
         if stage == "train" and self._trainer is not None and logger_writes_this_step(self.trainer):
-            self.log("train/neg_elbo", terms["neg_elbo"].detach(), prog_bar=True)
-            self.log_dict({f"train/{term}": terms[term].detach() for term in TERMS[1:]})
+            self.log_dict({f"train/{term}": terms[term].detach() for term in TERMS})
         return terms["neg_elbo"]
 
     def _log_epoch_means(self, stage: str) -> None:
