@@ -23,8 +23,12 @@ flattens the first-order term it corrects).
 
 from __future__ import annotations
 
+import math
 import shlex
-from typing import Any
+import statistics
+from typing import Any, Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -156,9 +160,6 @@ class GDASSearch(Classifier):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         self.lr_schedulers().step()
-        probabilities = self.alpha.detach().softmax(-1)
-        entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean()
-        self.log_dict({"search/alpha_entropy": entropy, "train/tau": self.estimator.tau})  # τ is per epoch
         self._log_architecture()
 
     def on_fit_end(self) -> None:
@@ -173,19 +174,30 @@ class GDASSearch(Classifier):
         return shlex.join(command)
 
     def _log_architecture(self) -> None:
-        """The genotype as text and softmax(α) as a heat map, on TensorBoard."""
+        """The epoch's genotype, softmax(α) as a heat map, its mean entropy and τ, on TensorBoard.
+
+        All of it comes from one copy of α on the host, the epoch's only read of it.
+        """
         experiment = getattr(self.logger, "experiment", None)
         if not (self.trainer.is_global_zero and hasattr(experiment, "add_text")):
             return
-        experiment.add_text("search/genotype", f"`{self.genotype}`", self.current_epoch)
-        experiment.add_image("search/alpha_softmax", heat_map(self.alpha.detach().softmax(-1)), self.current_epoch)
+        alpha = self.alpha.detach().tolist()
+        probabilities = [[math.exp(a - max(row)) for a in row] for row in alpha]
+        probabilities = [[p / sum(row) for p in row] for row in probabilities]
+        entropy = statistics.fmean(-sum(p * math.log(p) for p in row if p > 0) for row in probabilities)
+        genotype = Genotype(tuple(OPERATIONS[row.index(max(row))] for row in alpha))
+        epoch = self.current_epoch
+        experiment.add_text("search/genotype", f"`{genotype}`", epoch)
+        experiment.add_image("search/alpha_softmax", heat_map(probabilities), epoch)
+        experiment.add_scalar("search/alpha_entropy", entropy, epoch)
+        experiment.add_scalar("train/tau", self.estimator.tau, epoch)  # τ changes once an epoch
 
     def logits_and_labels(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         images, labels = batch
         return self(images), labels
 
-def heat_map(values: Tensor, cell_pixels: int = 16) -> Tensor:
+def heat_map(values: Sequence[Sequence[float]], cell_pixels: int = 16) -> np.ndarray:
     """A ``(3, rows·cell_pixels, columns·cell_pixels)`` image of values in [0, 1]: white at 0, dark blue at 1."""
-    white, blue = values.new_tensor([1.0, 1.0, 1.0]), values.new_tensor([0.05, 0.15, 0.45])
-    colours = white + values.clamp(0, 1).unsqueeze(-1) * (blue - white)
-    return colours.permute(2, 0, 1).repeat_interleave(cell_pixels, 1).repeat_interleave(cell_pixels, 2)
+    white, blue = np.ones(3, dtype=np.float32), np.array([0.05, 0.15, 0.45], dtype=np.float32)
+    colours = white + np.clip(np.asarray(values, dtype=np.float32), 0, 1)[..., None] * (blue - white)
+    return colours.transpose(2, 0, 1).repeat(cell_pixels, 1).repeat(cell_pixels, 2)
