@@ -9,53 +9,27 @@ its two architecture samples and checks each of its two optimizer steps.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 
 import train
-from datamodules.idx import write_idx
-from datamodules.listops.expressions import OPERATORS, model_tokens, to_text, value
-from datamodules.listops.files import write_lines
 from tests.host_reads import CountDuringFit, HostReads
+from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models
 
 STEPS = 200
 BUDGETS = {"vae": 1.1, "bvae": 1.1, "poly": 1.1, "nas-net": 1.1, "listops": 2.1, "gdas": 4.1}
-GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-NAS = ["--data", "synthetic", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
+#: Batch sizes that make 200 steps one epoch of the data below (poly makes its own).
+BATCH_SIZES = {"vae": 100, "bvae": 100, "poly": None, "listops": 16, "gdas": 2, "nas-net": 4}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """Enough data that 200 steps are one epoch: images for the VAEs, expressions for ListOps."""
-    folder = tmp_path_factory.mktemp("host-reads")
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", 100 * STEPS + 100), ("t10k", 100)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte",
-                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", torch.randint(10, (count,), generator=generator,
-                                                                        dtype=torch.uint8))
-    rng = random.Random(0)
-    for split, count in (("train", 16 * STEPS + 200), ("valid", 16), ("test", 16)):
-        trees = [(rng.choice(OPERATORS), [rng.randrange(10) for _ in range(rng.randint(2, 5))]) for _ in range(count)]
-        write_lines(folder / f"{split}.tsv", [(value(tree), " ".join(model_tokens(to_text(tree)))) for tree in trees])
-    return folder
-
-
-def arguments(model: str, data: Path) -> list[str]:
-    """Default settings but for size; batch sizes that make 200 steps fit in one epoch."""
-    return {
-        "vae": ["--data", "mnist", "--data-dir", str(data)],
-        "bvae": ["--data", "mnist", "--data-dir", str(data), "--val-size", "100"],
-        "poly": [],
-        "listops": ["--data-dir", str(data), "--model-arg", "hidden_size=16"],
-        "gdas": [*NAS, "--batch-size", "2"],
-        "nas-net": [*NAS, "--batch-size", "4", "--genotype", GENOTYPE],
-    }[model]
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    """Images for the VAEs and expressions for ListOps, enough that 200 steps are one epoch."""
+    return (write_images(tmp_path_factory.mktemp("images"), 100 * STEPS + 100),
+            write_listops(tmp_path_factory.mktemp("listops"), 16 * STEPS + 200))
 
 
 class Batches(L.Callback):
@@ -80,7 +54,7 @@ def test_a_training_step_reads_at_most_its_budget_on_the_host(model, data, tmp_p
     monkeypatch.setattr(train, "build_trainer", counting)
     steps_per_batch = 2 if model == "gdas" else 1  # its weight and architecture steps
     with reads:
-        train.main(["--model", model, *arguments(model, data), "--accelerator", "cpu", "--devices", "1",
+        train.main([*model_arguments(model, *data, BATCH_SIZES[model]), "--accelerator", "cpu", "--devices", "1",
                     "--max-steps", str(STEPS * steps_per_batch), "--output-dir", str(tmp_path),
                     "--trainer-arg", "limit_val_batches=0", "--trainer-arg", "enable_model_summary=false"])
     assert batches.count == STEPS

@@ -1,0 +1,49 @@
+"""Small train.py runs of every model: the data they read and their command-line arguments."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from datamodules.idx import write_idx
+from datamodules.listops.expressions import OPERATORS, model_tokens, to_text, value
+from datamodules.listops.files import write_lines
+
+GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+_NAS = ["--data", "synthetic", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
+
+
+def write_images(folder: Path, train: int, test: int = 20) -> Path:
+    """Random MNIST-format images and labels (uncompressed IDX files)."""
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", train), ("t10k", test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte",
+                  torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte",
+                  torch.randint(10, (count,), generator=generator, dtype=torch.uint8))
+    return folder
+
+
+def write_listops(folder: Path, train: int, evaluation: int = 16) -> Path:
+    """Depth-one ListOps expressions in the published file format."""
+    rng = random.Random(0)
+    for split, count in (("train", train), ("valid", evaluation), ("test", evaluation)):
+        trees = [(rng.choice(OPERATORS), [rng.randrange(10) for _ in range(rng.randint(2, 5))]) for _ in range(count)]
+        write_lines(folder / f"{split}.tsv", [(value(tree), " ".join(model_tokens(to_text(tree)))) for tree in trees])
+    return folder
+
+
+def model_arguments(model: str, images: Path, listops: Path, batch_size: int | None = None) -> list[str]:
+    """``--model`` and what a small run of it needs: data, small widths, and ``batch_size`` if given."""
+    arguments = {
+        "vae": ["--data", "mnist", "--data-dir", str(images)],
+        "bvae": ["--data", "mnist", "--data-dir", str(images), "--val-size", "10"],
+        "poly": [],
+        "listops": ["--data-dir", str(listops), "--model-arg", "hidden_size=16"],
+        "gdas": _NAS,
+        "nas-net": [*_NAS, "--genotype", GENOTYPE],
+    }[model]
+    batch = ["--batch-size", str(batch_size)] if batch_size is not None and model != "poly" else []
+    return ["--model", model, *arguments, *batch]
