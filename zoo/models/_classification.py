@@ -61,5 +61,5 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         accuracy = self.accuracy["train_accuracy"]
-        self.log("train/accuracy_epoch", accuracy.compute())
+        self.log("train/accuracy_epoch", accuracy.compute(), sync_dist=True)  # see vae._log_epoch_means
         accuracy.reset()

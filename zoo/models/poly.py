@@ -106,7 +106,7 @@ class PolynomialProgramming(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         for term, value in self.epoch_means.compute().items():
-            self.log(f"train/{term}_epoch", value)
+            self.log(f"train/{term}_epoch", value, sync_dist=True)  # see vae._log_epoch_means
         self.epoch_means.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -1,0 +1,91 @@
+"""Several processes, however Lightning comes to use them: every model trains, and a NaN stops them all.
+
+Two CPU processes (gloo) stand in for two GPUs: the strategy, the sharding of the
+data, the all-reduced step flags and the record of the global batch are the same.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train
+from tests.runs import model_arguments, write_images, write_listops
+from zoo.models import list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return write_images(tmp_path_factory.mktemp("images"), 60), write_listops(tmp_path_factory.mktemp("listops"), 48)
+
+
+def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_model_trains_on_two_processes_without_naming_a_strategy(model, data, tmp_path):
+    result = run(["train.py", *model_arguments(model, *data, batch_size=4), "--accelerator", "cpu", "--devices", "2",
+                  "--max-steps", "4", "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1", *QUIET])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (config_file,) = tmp_path.glob("*/version_0/config.yaml")
+    config = yaml.safe_load(config_file.read_text())
+    per_process = config["batch_size"]
+    assert (config["processes"], config["global_batch_size"]) == (2, 2 * per_process)
+    assert f"global batch: {2 * per_process} ({per_process} per process x 2 processes)" in result.stdout
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp", "ddp_spawn", "ddp_fork"])
+def test_a_model_with_unused_parameters_gets_them_found_whatever_ddp_strategy_is_asked(strategy, tmp_path):
+    config = train.resolve_config(train.build_parser().parse_args(
+        ["--model", "gdas", "--data", "synthetic", "--accelerator", "cpu", "--devices", "2", "--strategy", strategy,
+         "--output-dir", str(tmp_path)]))
+    model = train.build_model(config)
+    trainer = train.build_trainer(config, tmp_path / "version_0", model)
+    assert trainer.world_size == 2
+    assert trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
+
+
+NAN_ON_RANK_ONE = textwrap.dedent('''
+    """train.py, with the encoder's logits turning NaN at step 3 on rank 1 only."""
+    import os
+    import sys
+
+    import torch
+
+    sys.path.insert(0, os.getcwd())
+    import train
+    from zoo.models import CategoricalVAE
+
+    encode = CategoricalVAE.encode
+
+    def encode_with_nan_on_rank_one(self, images):
+        logits = encode(self, images)
+        if self.training and self.global_rank == 1 and self.global_step == 3:
+            logits = logits * float("nan")
+        return logits
+
+    CategoricalVAE.encode = encode_with_nan_on_rank_one
+    sys.exit(train.main())
+''')
+
+
+def test_a_nan_on_one_of_two_processes_stops_both_at_that_step(data, tmp_path):
+    """Without the all-reduced flag, rank 1 would stop alone and leave rank 0 waiting in a collective."""
+    script = tmp_path / "nan_on_rank_one.py"
+    script.write_text(NAN_ON_RANK_ONE)
+    result = run([str(script), *model_arguments("vae", *data, batch_size=4), "--accelerator", "cpu",
+                  "--devices", "2", "--max-steps", "20", "--output-dir", str(tmp_path / "runs"), *QUIET], timeout=60)
+    assert result.returncode == 1, result.stderr[-3000:]
+    # Each process says it stopped, at the same step, and why: rank 1's logits (and so the loss) on both.
+    assert result.stderr.count("training stopped: non-finite values at step 3 (epoch 0): the loss is nan") == 2
+    assert result.stderr.count("the estimator met logits with no valid distribution") == 2
+    assert "Traceback" not in result.stderr
