@@ -24,7 +24,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -392,8 +392,15 @@ def check_checkpoint(path: Path) -> None:
         ) from error
 
 
-def build_trainer(config: dict[str, Any], run: Path, model):
+def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[Any] = (),
+                  plugins: Sequence[Any] = ()):
+    """The Trainer of a run: its checkpoints, guards, logger and bar, then ``callbacks`` and ``plugins``.
+
+    A precision plugin among ``plugins`` replaces ``--precision`` (e.g. float16 with a
+    loss scaler on the CPU, which Lightning's ``16-mixed`` turns into bfloat16 there).
+    """
     import lightning as L
+    from lightning.pytorch.plugins import Precision
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -407,7 +414,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
 
     monitor, mode = model.checkpoint_monitor
     guard = NonFiniteGuard(config["on_nonfinite"])
-    callbacks = [
+    extra_callbacks, callbacks = list(callbacks), [
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
                         monitor=monitor, mode=mode, save_last=True, save_top_k=1,
                         # FinalCheckpoint writes last.ckpt too: overwrite it, no last-v1 copies.
@@ -432,6 +439,7 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         callbacks.append(LossProgressBar(guard, refresh_rate=10))
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
+    callbacks += extra_callbacks
     version = int(run.name.removeprefix("version_"))
     logger = TensorBoardLogger(save_dir=run.parent, name="", version=version, default_hp_metric=False)
     settings = dict(
@@ -441,10 +449,10 @@ def build_trainer(config: dict[str, Any], run: Path, model):
         devices=config["devices"],
         accelerator=config["accelerator"],
         strategy=config["strategy"],
-        precision=config["precision"],
+        precision=None if any(isinstance(plugin, Precision) for plugin in plugins) else config["precision"],
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *plugins],
     )
     settings.update(config["trainer"])
     try:
@@ -495,7 +503,9 @@ def save_config(config: dict[str, Any], run: Path, argv: list[str] | None, proce
     (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugins: Sequence[Any] = ()) -> int:
+    """Train as the command line ``argv`` says; ``callbacks`` and ``plugins`` are added to the Trainer's,
+    for programs that train in-process (the GPU check, tests)."""
     from callbacks.nonfinite import NonFiniteError
     from zoo.estimators import InvalidLogitsError
 
@@ -517,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             release = get_release(config["from_pretrained"])
             load_weights(model, read_weights(weights_file(release)), release.name)
         datamodule = build_datamodule(config)
-        trainer = build_trainer(config, run, model)
+        trainer = build_trainer(config, run, model, callbacks, plugins)
         if trainer.is_global_zero:
             save_config(config, run, argv, trainer.world_size)
             print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}\n"

@@ -99,14 +99,15 @@ def reference_batches(reference: Path) -> BucketedBatches:
 
 
 def count_correct(module: ListOpsParser, batches: BucketedBatches) -> tuple[int, int]:
-    """(correct, total) of ``module``'s predictions in eval mode."""
+    """(correct, total) of ``module``'s predictions in eval mode, on the module's device."""
     module.eval()
-    correct = total = 0
+    correct, total = torch.zeros((), dtype=torch.long, device=module.device), 0
     with torch.no_grad():
-        for tokens, lengths, labels in batches:
-            correct += int((module(tokens, lengths).argmax(-1) == labels).sum())
+        for batch in batches:
+            tokens, lengths, labels = (tensor.to(module.device) for tensor in batch)
+            correct += (module(tokens, lengths).argmax(-1) == labels).sum()
             total += len(labels)
-    return correct, total
+    return int(correct), total
 
 
 class ReferenceAccuracy(L.Callback):

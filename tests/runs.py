@@ -12,11 +12,12 @@ from datamodules.listops.expressions import OPERATORS, model_tokens, to_text, va
 from datamodules.listops.files import write_lines
 
 GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-_NAS = ["--data", "synthetic", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
+_SMALL_NAS = ["--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
 
 
 def write_images(folder: Path, train: int, test: int = 20) -> Path:
     """Random MNIST-format images and labels (uncompressed IDX files)."""
+    folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     for prefix, count in (("train", train), ("t10k", test)):
         write_idx(folder / f"{prefix}-images-idx3-ubyte",
@@ -28,6 +29,7 @@ def write_images(folder: Path, train: int, test: int = 20) -> Path:
 
 def write_listops(folder: Path, train: int, evaluation: int = 16) -> Path:
     """Depth-one ListOps expressions in the published file format."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     for split, count in (("train", train), ("valid", evaluation), ("test", evaluation)):
         trees = [(rng.choice(OPERATORS), [rng.randrange(10) for _ in range(rng.randint(2, 5))]) for _ in range(count)]
@@ -35,15 +37,17 @@ def write_listops(folder: Path, train: int, evaluation: int = 16) -> Path:
     return folder
 
 
-def model_arguments(model: str, images: Path, listops: Path, batch_size: int | None = None) -> list[str]:
-    """``--model`` and what a small run of it needs: data, small widths, and ``batch_size`` if given."""
-    arguments = {
+def model_arguments(model: str, images: Path, listops: Path, batch_size: int | None = None,
+                    small: bool = True) -> list[str]:
+    """``--model`` and what a run of it needs: its data, ``batch_size`` if given, and small widths if ``small``."""
+    data = {
         "vae": ["--data", "mnist", "--data-dir", str(images)],
-        "bvae": ["--data", "mnist", "--data-dir", str(images), "--val-size", "10"],
+        "bvae": ["--data", "mnist", "--data-dir", str(images), *(["--val-size", "10"] if small else [])],
         "poly": [],
-        "listops": ["--data-dir", str(listops), "--model-arg", "hidden_size=16"],
-        "gdas": _NAS,
-        "nas-net": [*_NAS, "--genotype", GENOTYPE],
+        "listops": ["--data-dir", str(listops)],
+        "gdas": ["--data", "synthetic"],
+        "nas-net": ["--data", "synthetic", "--genotype", GENOTYPE],
     }[model]
+    widths = {"listops": ["--model-arg", "hidden_size=16"], "gdas": _SMALL_NAS, "nas-net": _SMALL_NAS}
     batch = ["--batch-size", str(batch_size)] if batch_size is not None and model != "poly" else []
-    return ["--model", model, *arguments, *batch]
+    return ["--model", model, *data, *(widths.get(model, []) if small else []), *batch]

@@ -41,22 +41,15 @@ class Batches(L.Callback):
 
 
 @pytest.mark.parametrize("model", list_models())
-def test_a_training_step_reads_at_most_its_budget_on_the_host(model, data, tmp_path, monkeypatch):
+def test_a_training_step_reads_at_most_its_budget_on_the_host(model, data, tmp_path):
     assert model in BUDGETS, f"give the new model {model!r} a host-read budget here"
     reads, batches = HostReads(), Batches()
-    build_trainer = train.build_trainer
-
-    def counting(config, run, module):
-        trainer = build_trainer(config, run, module)
-        trainer.callbacks += [batches, CountDuringFit(reads)]
-        return trainer
-
-    monkeypatch.setattr(train, "build_trainer", counting)
     steps_per_batch = 2 if model == "gdas" else 1  # its weight and architecture steps
     with reads:
         train.main([*model_arguments(model, *data, BATCH_SIZES[model]), "--accelerator", "cpu", "--devices", "1",
                     "--max-steps", str(STEPS * steps_per_batch), "--output-dir", str(tmp_path),
-                    "--trainer-arg", "limit_val_batches=0", "--trainer-arg", "enable_model_summary=false"])
+                    "--trainer-arg", "limit_val_batches=0", "--trainer-arg", "enable_model_summary=false"],
+                   callbacks=[batches, CountDuringFit(reads)])
     assert batches.count == STEPS
     per_step = reads.total / STEPS
     assert per_step <= BUDGETS[model], f"{per_step:.3f} reads a step; where: {reads.places.most_common(8)}"

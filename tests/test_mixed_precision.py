@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
 import train
-from callbacks.checkpoint import AtomicCheckpointIO
 from callbacks.nonfinite import NonFiniteGuard
 from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models
@@ -28,37 +28,27 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     return write_images(tmp_path_factory.mktemp("images"), 60), write_listops(tmp_path_factory.mktemp("listops"), 48)
 
 
-def fit(arguments: list[str], monkeypatch, scaler: torch.amp.GradScaler | None = None):
-    """Run train.py in this process; return the trained model and its non-finite guard."""
-    seen = {}
-    build_trainer = train.build_trainer
+class Keep(L.Callback):
+    """Holds on to the trainer and the model a train.py run fitted."""
 
-    def keep(config, run, module):
-        if scaler is not None:
-            plugins = [AtomicCheckpointIO(), MixedPrecision("16-mixed", "cpu", scaler)]
-            config = {**config, "precision": None, "trainer": {**config["trainer"], "plugins": plugins}}
-        trainer = build_trainer(config, run, module)
-        seen.update(trainer=trainer, module=module)
-        return trainer
-
-    monkeypatch.setattr(train, "build_trainer", keep)
-    assert train.main(arguments) == 0
-    guard = next(callback for callback in seen["trainer"].callbacks if isinstance(callback, NonFiniteGuard))
-    return seen["module"], guard, seen["trainer"]
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.trainer, self.module = trainer, module
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("model", list_models())
-def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precision, data, tmp_path, monkeypatch):
+def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precision, data, tmp_path):
     if model == "listops" and precision == "16-mixed":
         pytest.skip("no float16 LSTM on the CPU; see the test of ListOps' float16 scores")
     arguments = [*model_arguments(model, *data, batch_size=8), "--accelerator", "cpu", "--devices", "1",
                  "--max-steps", str(STEPS), "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1",
                  "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if precision == "16-mixed" else None
-    if scaler is None:
-        arguments += ["--precision", precision]
-    module, guard, trainer = fit(arguments, monkeypatch, scaler)
+    plugins = [MixedPrecision("16-mixed", "cpu", scaler)] if scaler is not None else []
+    kept = Keep()
+    assert train.main([*arguments, "--precision", precision], callbacks=[kept], plugins=plugins) == 0
+    trainer, module = kept.trainer, kept.module
+    guard = next(callback for callback in trainer.callbacks if isinstance(callback, NonFiniteGuard))
     assert trainer.global_step == STEPS
     assert guard.last_loss is not None and torch.isfinite(torch.tensor(guard.last_loss))
     assert guard.skipped_steps == 0 and guard.scaler_skipped_steps < STEPS // 2
