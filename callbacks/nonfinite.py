@@ -67,7 +67,9 @@ class NonFiniteGuard(L.Callback):
         self.teardown(trainer, module, "fit")  # Lightning skips teardown when fit raises
 
     def on_before_backward(self, trainer: L.Trainer, module: L.LightningModule, loss: Tensor) -> None:
-        self._loss = loss.detach()
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        # Under a loss scaler this is the scaled loss; its scale, read on the device, undoes that.
+        self._loss = loss.detach() if scaler is None else loss.detach() / scaler._get_scale_async()
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:

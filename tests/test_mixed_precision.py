@@ -43,7 +43,7 @@ def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precisi
     arguments = [*model_arguments(model, *data, batch_size=8), "--accelerator", "cpu", "--devices", "1",
                  "--max-steps", str(STEPS), "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1",
                  "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if precision == "16-mixed" else None
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12) if precision == "16-mixed" else None
     plugins = [MixedPrecision("16-mixed", "cpu", scaler)] if scaler is not None else []
     kept = Keep()
     assert train.main([*arguments, "--precision", precision], callbacks=[kept], plugins=plugins) == 0
@@ -55,6 +55,7 @@ def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precisi
     assert all(torch.isfinite(parameter).all() for parameter in module.parameters())
     if scaler is not None:
         assert scaler.get_scale() > 0 and trainer.precision_plugin.scaler is scaler
+        assert guard.last_loss < scaler.get_scale()  # the loss shown and checked is the unscaled one
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
