@@ -415,10 +415,10 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     monitor, mode = model.checkpoint_monitor
     guard = NonFiniteGuard(config["on_nonfinite"])
     extra_callbacks, callbacks = list(callbacks), [
+        # last.ckpt comes from the periodic checkpoint below (every N steps and at each epoch's end)
+        # and FinalCheckpoint; written here too, it would be written twice an epoch.
         ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
-                        monitor=monitor, mode=mode, save_last=True, save_top_k=1,
-                        # FinalCheckpoint writes last.ckpt too: overwrite it, no last-v1 copies.
-                        enable_version_counter=False),
+                        monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
         ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
                         save_top_k=0, save_last=True, enable_version_counter=False),

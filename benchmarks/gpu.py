@@ -120,10 +120,10 @@ def estimator_part(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 
 def loop_part(accelerator: str, images: Path, tiny: bool) -> dict[str, Any]:
-    times = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
-                                  accelerator=accelerator, data_dir=str(images))
-    medians = {name: statistics.median(side["epochs"]) for name, side in times.items()}
-    return {"steady_epoch_s": medians, "ratio": loop_overhead.steady_ratio(times)}
+    steady = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
+                                   accelerator=accelerator, data_dir=str(images))
+    medians = {side: statistics.median(times) for side, times in steady.items()}
+    return {"steady_epoch_s": medians, "ratio": loop_overhead.steady_ratio(steady)}
 
 
 def training_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> list[dict[str, Any]]:

@@ -27,8 +27,8 @@ class WeightedMeans(Metric):
 
     def update(self, values: Tensor, weight: float) -> None:
         """Add ``values`` (one per name), each counted ``weight`` times."""
-        self.sums += values.detach().to(self.sums.dtype) * weight
-        self.weight += weight
+        self.sums.add_(values.detach(), alpha=weight)  # in place: no state re-assignment to bookkeep
+        self.weight.add_(weight)
 
     def compute(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.sums / self.weight))
