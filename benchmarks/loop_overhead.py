@@ -90,14 +90,18 @@ class AlternatingEpochs(L.Callback):
     training), so its validation and checkpoints are in it.
     """
 
-    def __init__(self, plain: PlainLoop) -> None:
-        self.plain = plain
+    def __init__(self, plain: PlainLoop, breakdown: Breakdown | None = None) -> None:
+        self.plain, self.breakdown = plain, breakdown
         self.seconds: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
         self._start: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._end_lightning_epoch(module.device)
+        if self.breakdown is not None:
+            self.breakdown.side = PLAIN
         self.seconds[PLAIN].append(self.plain.epoch())
+        if self.breakdown is not None:
+            self.breakdown.side = LIGHTNING
         synchronize(module.device)
         self._start = time.perf_counter()
 
@@ -111,35 +115,106 @@ class AlternatingEpochs(L.Callback):
             self._start = None
 
 
-def alternating_run(config: dict) -> dict[str, list[float]]:
+class Breakdown:
+    """Where a step's milliseconds go, on each side: the model's forward pass (the
+    loss), backward, the RAdam update and each callback's per-step hooks, timed by
+    wrapping them; the rest of an epoch is the loop itself (data, hooks, Lightning)."""
+
+    STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                  "on_before_optimizer_step", "on_before_zero_grad")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {PLAIN: {}, LIGHTNING: {}}
+        self.side = LIGHTNING
+        self._originals: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            result = original(*args, **kwargs)
+            totals = self.seconds[self.side]
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+            return result
+
+        self._originals.append((owner, name, name in vars(owner), vars(owner).get(name)))
+        setattr(owner, name, timed)
+
+    def attach(self, trainer: L.Trainer, model: L.LightningModule) -> None:
+        import torch.optim.radam
+
+        self.wrap(type(model), "loss_terms", "forward (loss)")
+        self.wrap(torch.Tensor, "backward", "backward")
+        self.wrap(torch.optim.radam, "radam", "RAdam update")
+        for callback in trainer.callbacks:
+            for hook in self.STEP_HOOKS:
+                if getattr(type(callback), hook) is not getattr(L.Callback, hook):
+                    self.wrap(callback, hook, f"{type(callback).__name__}.{hook}")
+
+    def detach(self) -> None:
+        for owner, name, had_own, original in reversed(self._originals):
+            setattr(owner, name, original) if had_own else delattr(owner, name)
+
+    def table(self, epoch_seconds: dict[str, float], steps: int) -> list[str]:
+        """Milliseconds a training step on each side, the rest being the loop's."""
+        labels = list(dict.fromkeys([*self.seconds[PLAIN], *self.seconds[LIGHTNING]]))
+        lines = [f"| ms a step (all epochs, validation included) | {PLAIN} | {LIGHTNING} |", "|---|--:|--:|"]
+        for label in labels:
+            lines.append(f"| {label} | " + " | ".join(f"{1e3 * self.seconds[side].get(label, 0.0) / steps:.3f}"
+                                                     for side in (PLAIN, LIGHTNING)) + " |")
+        rest = {side: epoch_seconds[side] - sum(self.seconds[side].values()) for side in (PLAIN, LIGHTNING)}
+        lines.append("| the loop: data, hooks, logging, checkpoints, the rest | "
+                     + " | ".join(f"{1e3 * rest[side] / steps:.3f}" for side in (PLAIN, LIGHTNING)) + " |")
+        lines.append("| **epoch, a step** | " + " | ".join(f"**{1e3 * epoch_seconds[side] / steps:.3f}**"
+                                                           for side in (PLAIN, LIGHTNING)) + " |")
+        return lines
+
+
+def alternating_run(config: dict, breakdown: Breakdown | None = None) -> dict[str, list[float]]:
     """One round: a train.py fit with a plain epoch before each of its epochs."""
-    timer = AlternatingEpochs(PlainLoop(config))
+    timer = AlternatingEpochs(PlainLoop(config), breakdown)
     L.seed_everything(config["seed"], verbose=False)
     model = train.build_model(config)
     data = train.build_datamodule(config)
     run, _ = train.run_directory(config)
     trainer = train.build_trainer(config, run, model, callbacks=[timer])
-    trainer.fit(model, datamodule=data)
+    if breakdown is not None:
+        breakdown.attach(trainer, model)
+    try:
+        trainer.fit(model, datamodule=data)
+    finally:
+        if breakdown is not None:
+            breakdown.detach()
     return timer.seconds
 
 
-def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu",
-            data_dir: str | None = None) -> dict[str, list[float]]:
-    """Each side's steady epochs (each round's epochs after its first)."""
+def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu", data_dir: str | None = None,
+            breakdown: Breakdown | None = None) -> dict[str, list[float]]:
+    """Each side's epochs: all of them, and under ``"steady"`` each round's epochs after its first."""
+    seconds: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
     steady: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(rounds):
             os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # a fresh run folder each time
-            seconds = alternating_run({**config_for(data, output_dir, accelerator, data_dir), "max_epochs": epochs})
-            for side, times in seconds.items():
+            config = {**config_for(data, output_dir, accelerator, data_dir), "max_epochs": epochs}
+            for side, times in alternating_run(config, breakdown).items():
+                seconds[side].extend(times)
                 steady[side].extend(times[1:])  # the first epoch warms up
             print(f"round {round_index + 1} done", file=sys.stderr, flush=True)
-    return steady
+    return {"all": seconds, "steady": steady}
 
 
 def steady_ratio(steady: dict[str, list[float]]) -> float:
     """train.py's median steady epoch over the plain loop's."""
     return statistics.median(steady[LIGHTNING]) / statistics.median(steady[PLAIN])
+
+
+def steps_per_epoch(data: str, accelerator: str, data_dir: str | None) -> int:
+    module = train.build_datamodule(config_for(data, "", accelerator, data_dir))
+    module.prepare_data()
+    module.setup("fit")
+    return len(module.train_dataloader())
 
 
 def main() -> None:
@@ -149,9 +224,13 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the forward, backward, update and each callback's per-step hooks")
     args = parser.parse_args()
 
-    steady = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir)
+    breakdown = Breakdown() if args.breakdown else None
+    epochs = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir, breakdown)
+    steady = epochs["steady"]
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else "CPU"
     print(f"- command: `{shlex.join(['python', *sys.argv])}`")
     print(f"- torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, {device}")
@@ -162,6 +241,10 @@ def main() -> None:
     paired = [ours / plain for ours, plain in zip(steady[LIGHTNING], steady[PLAIN])]
     print(f"\nLightning / plain, steady epoch: {steady_ratio(steady):.3f} (goal: at most 1.10); "
           f"median of the epoch-by-epoch ratios: {statistics.median(paired):.3f}")
+    if breakdown is not None:
+        steps = args.rounds * args.epochs * steps_per_epoch(args.data, args.accelerator, args.data_dir)
+        totals = {side: sum(times) for side, times in epochs["all"].items()}
+        print("", *breakdown.table(totals, steps), sep="\n")
 
 
 if __name__ == "__main__":
