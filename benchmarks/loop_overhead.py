@@ -22,6 +22,7 @@ time ends when the device is done.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import statistics
@@ -142,11 +143,10 @@ class Breakdown:
         setattr(owner, name, timed)
 
     def attach(self, trainer: L.Trainer, model: L.LightningModule) -> None:
-        import torch.optim.radam
-
         self.wrap(type(model), "loss_terms", "forward (loss)")
         self.wrap(torch.Tensor, "backward", "backward")
-        self.wrap(torch.optim.radam, "radam", "RAdam update")
+        # The functional update RAdam.step calls (torch.optim hides its submodules' names).
+        self.wrap(importlib.import_module("torch.optim.radam"), "radam", "RAdam update")
         for callback in trainer.callbacks:
             for hook in self.STEP_HOOKS:
                 if getattr(type(callback), hook) is not getattr(L.Callback, hook):
