@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from callbacks.gradient_quality import GradientQuality
+from datamodules.steps import EmptyBatches
 from tests.models.test_vae import RecordingLogger, images, loader, small_vae
 from zoo.estimators import get_estimator
 from zoo.models import GradientProbe, PolynomialProgramming
@@ -172,3 +173,18 @@ def test_bad_settings_are_named():
         GradientQuality(num_samples=1)
     with pytest.raises(ValueError, match="has no gradient_probe"):
         GradientQuality().setup(None, L.LightningModule(), "fit")
+
+
+def test_scored_estimators_follow_the_model_once_lightning_has_placed_it(tmp_path):
+    """Lightning places the model after ``setup`` (here: float64 under 64-true; on a GPU: its device);
+    a scored estimator with parameters of its own (rodeo's control variate) must follow it there."""
+    model = PolynomialProgramming(variables=4, num_samples=4)
+    quality = GradientQuality(every_n_steps=1, num_samples=2, estimators=["rodeo"])
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, precision="64-true", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, callbacks=[quality])
+    trainer.fit(model, train_dataloaders=EmptyBatches(2))
+    rodeo = quality._extra["rodeo"]
+    assert {parameter.dtype for parameter in rodeo.parameters()} == {torch.float64}
+    assert set(quality.last) >= {"grad_quality/rodeo/cosine", "grad_quality/reinmax/cosine"}
+

@@ -282,3 +282,40 @@ def test_a_small_nas_net_learns_separable_classes_well_above_chance():
         accuracy = (model(images).argmax(-1) == labels).float().mean().item()
     assert accuracy > 0.8, accuracy
     assert math.isclose(model.trainer.optimizers[0].param_groups[0]["lr"], 0.0, abs_tol=1e-12)  # cosine to 0
+
+
+def test_under_a_loss_scaler_the_weights_gradients_are_clipped_once_unscaled():
+    """16-mixed: clipping the still-scaled gradients would shrink every weight update by the loss scale."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    model = tiny_search()
+    seen = {}
+    backward, clip = model.manual_backward, model.clip_gradients
+
+    def recording_backward(loss, *args, **kwargs):
+        backward(loss, *args, **kwargs)
+        if "after_backward" not in seen:  # the first backward of the step is the weights'
+            seen["after_backward"] = torch.nn.utils.get_total_norm([p.grad for p in model.network.parameters() if p.grad is not None])
+
+    def recording_clip(optimizer, *args, **kwargs):
+        seen["at_clip"] = torch.nn.utils.get_total_norm([p.grad for p in model.network.parameters() if p.grad is not None])
+        seen["scale"] = trainer.precision_plugin.scaler.get_scale()
+        clip(optimizer, *args, **kwargs)
+
+    model.manual_backward, model.clip_gradients = recording_backward, recording_clip
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    trainer = search_trainer(max_steps=2, plugins=[MixedPrecision("16-mixed", "cpu", scaler)], limit_val_batches=0)
+    fit_search(model, trainer, steps=1)
+    assert seen["scale"] == 2.0**10 and torch.isfinite(seen["after_backward"])
+    torch.testing.assert_close(seen["at_clip"] * seen["scale"], seen["after_backward"], rtol=1e-4, atol=0)
+
+
+def test_the_search_writes_its_training_values_every_log_every_n_steps_batches():
+    """A batch is two optimizer steps; Lightning writes logs by batches, and so must the model log."""
+    from tests.models.test_vae import RecordingLogger
+
+    logger = RecordingLogger()
+    trainer = search_trainer(max_steps=8, logger=logger, log_every_n_steps=2, limit_val_batches=0)
+    fit_search(tiny_search(), trainer, steps=4)
+    written = [step for step, metrics in logger.calls if "train/loss" in metrics]
+    assert written == [1, 3] and all("train/arch_loss" in m for _, m in logger.calls if "train/loss" in m)
