@@ -155,6 +155,7 @@ class Breakdown:
     def detach(self) -> None:
         for owner, name, had_own, original in reversed(self._originals):
             setattr(owner, name, original) if had_own else delattr(owner, name)
+        self._originals.clear()
 
     def table(self, epoch_seconds: dict[str, float], steps: int) -> list[str]:
         """Milliseconds a training step on each side, the rest being the loop's."""
