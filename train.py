@@ -475,6 +475,8 @@ def find_unused_parameters_if_needed(trainer, model) -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
     if getattr(model, "has_unused_parameters", False) and isinstance(trainer.strategy, DDPStrategy):
+        # Lightning keeps DDP's keyword arguments here until it wraps the model (its own
+        # "*_find_unused_parameters_true" names set this very entry); there is no public setter.
         trainer.strategy._ddp_kwargs["find_unused_parameters"] = True
 
 
