@@ -31,11 +31,12 @@ class NonFiniteGuard(L.Callback):
 
     Reading a value on the host stalls a GPU until its queue drains, so the checks
     are collected on the device: the model's estimators set a flag instead of
-    raising (:meth:`Estimator.defer_checks`), the loss and the gradients' total
-    norm add theirs, and the flags and the loss are summed over processes
-    and read once per optimizer step. Every process thus stops, or skips, the same
-    step; none is left waiting in a collective. The loss read with the flags is
-    :attr:`last_loss`, the mean over processes, which the progress bar shows.
+    raising (:meth:`Estimator.defer_checks`); with the loss (summed over the step's
+    backward passes, so accumulated gradients are all covered) and one summary of each
+    gradient, the flag is summed over processes and read once per optimizer step.
+    Every process thus stops, or skips, the same step; none is left waiting in a
+    collective. The loss read with the flags is :attr:`last_loss`, its mean over
+    backward passes and processes, which the progress bar shows.
 
     Under a loss scaler (``--precision 16-mixed``) a non-finite gradient is the
     scaler's business: it skips the step and halves its scale, as it does on
@@ -52,7 +53,8 @@ class NonFiniteGuard(L.Callback):
         self.scaler_skipped_steps = 0
         self.consecutive_scaler_skips = 0
         self.last_loss: float | None = None
-        self._loss: Tensor | None = None
+        self._loss: Tensor | None = None  # summed over the backward passes since the last optimizer step
+        self._backward_passes = 0
         self._invalid_logits: Tensor | None = None
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -70,7 +72,9 @@ class NonFiniteGuard(L.Callback):
     def on_before_backward(self, trainer: L.Trainer, module: L.LightningModule, loss: Tensor) -> None:
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         # Under a loss scaler this is the scaled loss; its scale, read on the device, undoes that.
-        self._loss = loss.detach() if scaler is None else loss.detach() / scaler._get_scale_async()
+        loss = loss.detach() if scaler is None else loss.detach() / scaler._get_scale_async()
+        self._loss = loss if self._loss is None else self._loss + loss
+        self._backward_passes += 1
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -127,9 +131,9 @@ class NonFiniteGuard(L.Callback):
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         status = torch.stack([loss.float(), self._invalid_logits.float(), *gradient_summaries(gradients)])
         self._invalid_logits.zero_()
-        self._loss = None
+        passes, self._loss, self._backward_passes = max(self._backward_passes, 1), None, 0
         loss_sum, logits_flags, *summaries = _sum_over_processes(trainer, status).tolist()
-        self.last_loss = loss_sum / trainer.world_size
+        self.last_loss = loss_sum / trainer.world_size / passes
         return not math.isfinite(loss_sum), not math.isfinite(sum(summaries)), logits_flags > 0
 
     def _count_scaler_skip(self, trainer: L.Trainer, module: L.LightningModule, scaler) -> None:

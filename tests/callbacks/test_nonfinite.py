@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -148,3 +150,19 @@ def test_logits_without_a_distribution_are_read_with_the_step_flags_not_raised_b
         torch.testing.assert_close(model.weights_seen[4], model.weights_seen[3], rtol=0, atol=0)
     with pytest.raises(ValueError, match="no valid distribution"):  # after fit, direct calls check eagerly
         model.estimator(torch.full((2, 3), float("nan")))
+
+
+class NaNInThirdBatch(Regression):
+    def training_step(self, batch, batch_index):
+        loss = super().training_step(batch, batch_index)
+        return loss * float("nan") if batch_index == 2 else loss
+
+
+def test_with_accumulated_gradients_every_backward_passs_loss_is_checked_and_averaged():
+    """A NaN loss in the first of two accumulated batches is the guard's, though the second's loss is
+    finite; under a loss scaler the NaN gradients alone would pass for an overflow."""
+    guard = NonFiniteGuard("skip")
+    trainer = fit(NaNInThirdBatch(bad_step=-1, bad_value=1.0), guard, accumulate_grad_batches=2,
+                  plugins=[cpu_loss_scaler(2.0**8)])
+    assert trainer.global_step == 4 and guard.skipped_steps == 1 and guard.scaler_skipped_steps == 0
+    assert guard.last_loss is not None and math.isfinite(guard.last_loss)
