@@ -400,9 +400,9 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     loss scaler on the CPU, which Lightning's ``16-mixed`` turns into bfloat16 there).
     """
     import lightning as L
-    from lightning.pytorch.plugins import Precision
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.plugins import Precision
 
     from callbacks.checkpoint import AtomicCheckpointIO, FinalCheckpoint
     from callbacks.gradient_quality import GradientQuality

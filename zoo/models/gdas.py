@@ -29,7 +29,6 @@ import statistics
 from typing import Any, Sequence
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -182,10 +181,9 @@ class GDASSearch(Classifier):
         if not (self.trainer.is_global_zero and hasattr(experiment, "add_text")):
             return
         alpha = self.alpha.detach().tolist()
-        probabilities = [[math.exp(a - max(row)) for a in row] for row in alpha]
-        probabilities = [[p / sum(row) for p in row] for row in probabilities]
+        probabilities = [softmax(row) for row in alpha]
         entropy = statistics.fmean(-sum(p * math.log(p) for p in row if p > 0) for row in probabilities)
-        genotype = Genotype(tuple(OPERATIONS[row.index(max(row))] for row in alpha))
+        genotype = Genotype(tuple(OPERATIONS[row.index(max(row))] for row in alpha))  # argmax, first of ties
         epoch = self.current_epoch
         experiment.add_text("search/genotype", f"`{genotype}`", epoch)
         experiment.add_image("search/alpha_softmax", heat_map(probabilities), epoch)
@@ -195,6 +193,15 @@ class GDASSearch(Classifier):
     def logits_and_labels(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         images, labels = batch
         return self(images), labels
+
+
+def softmax(row: Sequence[float]) -> list[float]:
+    """``softmax`` of a few numbers on the host."""
+    largest = max(row)
+    exponentials = [math.exp(value - largest) for value in row]
+    total = sum(exponentials)
+    return [value / total for value in exponentials]
+
 
 def heat_map(values: Sequence[Sequence[float]], cell_pixels: int = 16) -> np.ndarray:
     """A ``(3, rows·cell_pixels, columns·cell_pixels)`` image of values in [0, 1]: white at 0, dark blue at 1."""
