@@ -400,11 +400,10 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     loss scaler on the CPU, which Lightning's ``16-mixed`` turns into bfloat16 there).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.plugins import Precision
 
-    from callbacks.checkpoint import AtomicCheckpointIO, FinalCheckpoint
+    from callbacks.checkpoint import AtomicCheckpointIO, CachedKeyModelCheckpoint, FinalCheckpoint
     from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
     from callbacks.nonfinite import NonFiniteGuard
@@ -417,11 +416,11 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     extra_callbacks, callbacks = list(callbacks), [
         # last.ckpt comes from the periodic checkpoint below (every N steps and at each epoch's end)
         # and FinalCheckpoint; written here too, it would be written twice an epoch.
-        ModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
-                        monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
+        CachedKeyModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
+                                 monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
         FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
-        ModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
-                        save_top_k=0, save_last=True, enable_version_counter=False),
+        CachedKeyModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
+                                 save_top_k=0, save_last=True, enable_version_counter=False),
         PerRankSeed(config["seed"]),
         guard,
     ]
@@ -435,8 +434,7 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
         callbacks.append(TemperatureSchedule(config["tau"], config["tau_end"], config["tau_schedule"],
                                              config["tau_duration"], config["tau_interval"]))
     if config["trainer"].get("enable_progress_bar", True):
-        # Redrawing the bar every step costs a few percent of a small model's step.
-        callbacks.append(LossProgressBar(guard, refresh_rate=10))
+        callbacks.append(LossProgressBar(guard))
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
     callbacks += extra_callbacks

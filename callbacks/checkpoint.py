@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -43,3 +44,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             file.flush()
             os.fsync(file.fileno())
         os.replace(partial, path)
+
+
+class CachedKeyModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose state key is built once instead of at every hook call.
+
+    Lightning names each callback hook call after the callback's state key (about a
+    dozen calls a step), and ``ModelCheckpoint`` formats its key from its settings
+    every time: 0.05 ms a step per instance. The settings it is made of are fixed at
+    construction. The key begins with the class's name; it keeps ``ModelCheckpoint``'s,
+    so that checkpoints written with Lightning's class resume with their state.
+    """
+
+    @property
+    def state_key(self) -> str:
+        if "_state_key" not in self.__dict__:
+            settings = super().state_key.removeprefix(type(self).__qualname__)
+            self.__dict__["_state_key"] = ModelCheckpoint.__qualname__ + settings
+        return self.__dict__["_state_key"]
