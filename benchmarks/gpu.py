@@ -121,7 +121,7 @@ def estimator_part(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 def loop_part(accelerator: str, images: Path, tiny: bool) -> dict[str, Any]:
     steady = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
-                                   accelerator=accelerator, data_dir=str(images))["steady"]
+                                   accelerator=accelerator, data_dir=str(images))[0]["steady"]
     medians = {side: statistics.median(times) for side, times in steady.items()}
     return {"steady_epoch_s": medians, "ratio": loop_overhead.steady_ratio(steady)}
 

@@ -127,7 +127,7 @@ class Breakdown:
     def __init__(self) -> None:
         self.seconds: dict[str, dict[str, float]] = {PLAIN: {}, LIGHTNING: {}}
         self.side = LIGHTNING
-        self._originals: list[tuple[object, str, object]] = []
+        self._originals: list[tuple[object, str, bool, object]] = []  # owner, name, had its own, original
 
     def wrap(self, owner: object, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -172,8 +172,8 @@ class Breakdown:
         return lines
 
 
-def alternating_run(config: dict, breakdown: Breakdown | None = None) -> dict[str, list[float]]:
-    """One round: a train.py fit with a plain epoch before each of its epochs."""
+def alternating_run(config: dict, breakdown: Breakdown | None = None) -> tuple[dict[str, list[float]], int]:
+    """One round: a train.py fit with a plain epoch before each of its epochs; the times and the steps."""
     timer = AlternatingEpochs(PlainLoop(config), breakdown)
     L.seed_everything(config["seed"], verbose=False)
     model = train.build_model(config)
@@ -187,35 +187,33 @@ def alternating_run(config: dict, breakdown: Breakdown | None = None) -> dict[st
     finally:
         if breakdown is not None:
             breakdown.detach()
-    return timer.seconds
+    return timer.seconds, trainer.global_step
 
 
 def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu", data_dir: str | None = None,
-            breakdown: Breakdown | None = None) -> dict[str, list[float]]:
-    """Each side's epochs: all of them, and under ``"steady"`` each round's epochs after its first."""
+            breakdown: Breakdown | None = None) -> tuple[dict[str, dict[str, list[float]]], int]:
+    """Each side's epochs, all of them and (``"steady"``) each round's after its first; and the
+    training steps of each side over all rounds."""
     seconds: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
     steady: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
+    steps = 0
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(rounds):
             os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # a fresh run folder each time
             config = {**config_for(data, output_dir, accelerator, data_dir), "max_epochs": epochs}
-            for side, times in alternating_run(config, breakdown).items():
+            round_seconds, round_steps = alternating_run(config, breakdown)
+            steps += round_steps
+            for side, times in round_seconds.items():
                 seconds[side].extend(times)
                 steady[side].extend(times[1:])  # the first epoch warms up
             print(f"round {round_index + 1} done", file=sys.stderr, flush=True)
-    return {"all": seconds, "steady": steady}
+    return {"all": seconds, "steady": steady}, steps
 
 
 def steady_ratio(steady: dict[str, list[float]]) -> float:
     """train.py's median steady epoch over the plain loop's."""
     return statistics.median(steady[LIGHTNING]) / statistics.median(steady[PLAIN])
 
-
-def steps_per_epoch(data: str, accelerator: str, data_dir: str | None) -> int:
-    module = train.build_datamodule(config_for(data, "", accelerator, data_dir))
-    module.prepare_data()
-    module.setup("fit")
-    return len(module.train_dataloader())
 
 
 def main() -> None:
@@ -230,7 +228,7 @@ def main() -> None:
     args = parser.parse_args()
 
     breakdown = Breakdown() if args.breakdown else None
-    epochs = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir, breakdown)
+    epochs, steps = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir, breakdown)
     steady = epochs["steady"]
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else "CPU"
     print(f"- command: `{shlex.join(['python', *sys.argv])}`")
@@ -243,7 +241,6 @@ def main() -> None:
     print(f"\nLightning / plain, steady epoch: {steady_ratio(steady):.3f} (goal: at most 1.10); "
           f"median of the epoch-by-epoch ratios: {statistics.median(paired):.3f}")
     if breakdown is not None:
-        steps = args.rounds * args.epochs * steps_per_epoch(args.data, args.accelerator, args.data_dir)
         totals = {side: sum(times) for side, times in epochs["all"].items()}
         print("", *breakdown.table(totals, steps), sep="\n")
 

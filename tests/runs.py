@@ -15,14 +15,15 @@ GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor
 _SMALL_NAS = ["--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
 
 
-def write_images(folder: Path, train: int, test: int = 20) -> Path:
-    """Random MNIST-format images and labels (uncompressed IDX files)."""
+def write_images(folder: Path, train: int, test: int = 20, compressed: bool = False) -> Path:
+    """Random MNIST-format images and labels: IDX files, gzip-compressed (``.gz``) if ``compressed``."""
     folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compressed else ""
     generator = torch.Generator().manual_seed(0)
     for prefix, count in (("train", train), ("t10k", test)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte",
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}",
                   torch.randint(256, (count, 28, 28), generator=generator, dtype=torch.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte",
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}",
                   torch.randint(10, (count,), generator=generator, dtype=torch.uint8))
     return folder
 
