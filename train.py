@@ -12,10 +12,13 @@ Anything else a model, estimator or Lightning ``Trainer`` accepts passes through
 ``estimator_options`` and ``trainer`` mappings of the YAML file.
 
 A run writes to ``OUTPUT_DIR/MODEL-DATA-ESTIMATOR/version_N/`` (``MODEL-DATA`` for a
-model without an estimator): the resolved configuration and the command
-(``config.yaml``), TensorBoard events, and ``checkpoints/`` (the
-last and the best). ``--resume auto`` continues the newest run of the same name
-from its last checkpoint; ``--resume PATH`` continues from a checkpoint file.
+model without an estimator), or ``.../RUN_NAME/`` with ``--run-name``: the resolved
+configuration and the command (``config.yaml``), TensorBoard events, and
+``checkpoints/`` (the last and the best). ``--resume auto`` continues the newest run
+of the same settings (all but where it runs and for how long) from its last
+checkpoint, or starts one if there is none, so a job script can always pass it;
+``--resume PATH`` continues from a checkpoint file. SIGTERM writes a checkpoint at
+the current step and exits with status 143.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "precision": "32-true",
     "output_dir": "runs",
     "resume": None,
+    "run_name": None,  # the run's folder name (default version_N): a job's own folder
     "from_pretrained": None,  # a release of checkpoints/manifest.json to start from
     "on_nonfinite": "stop",  # a NaN/inf loss or gradient: stop before the step, or skip the step
     "checkpoint_every": 1000,  # steps between mid-epoch checkpoints (last.ckpt); 0: epoch ends only
@@ -132,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grad-quality-every", type=non_negative_int, metavar="N",
         help="log the estimator's cosine, bias and std against the true gradient every N steps "
              "(0: off; other options under grad_quality in the YAML file)")
-    add("--resume", help="'auto' (the newest run's last checkpoint) or a checkpoint path")
+    add("--resume", help="'auto': continue the newest run of these settings, or start one if there is none; "
+                         "or a checkpoint path")
+    add("--run-name", type=run_name, help="name the run's folder (default version_N), e.g. a job's own name")
     add("--from-pretrained", metavar="NAME",
         help="fine-tune a released model (zoo.list_pretrained()): its settings and data are the defaults, "
              "the flags change them, e.g. --estimator st")
@@ -145,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         add(f"--{target}-arg", action="append", metavar="KEY=VALUE", dest=f"{target}_args",
             help=f"pass any other {target} option (repeatable)")
     return parser
+
+
+def run_name(text: str) -> str:
+    if not text or text in (".", "..") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a folder name without '/', got {text!r}")
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -206,9 +218,9 @@ def start_from_release(config: dict[str, Any], given: dict[str, Any]) -> None:
     """Make a release's model, data and settings the defaults that ``given`` (the flags) override."""
     from zoo.pretrained import get_release
 
-    if config["resume"] is not None:
-        raise ValueError("--from-pretrained starts a new run from released weights; --resume continues a run. "
-                         "Pass one of them.")
+    if config["resume"] not in (None, "auto"):
+        raise ValueError("--from-pretrained starts a new run from released weights; --resume PATH continues a "
+                         "run. Pass one of them (--resume auto may go with it).")
     release = get_release(config["from_pretrained"])
     if "model" in given and given["model"] != release.model:
         raise ValueError(f"release {release.name!r} is a {release.model!r} model, not {given['model']!r}; "
@@ -332,11 +344,44 @@ def build_datamodule(config: dict[str, Any]):
                  batch_size=config["batch_size"], binarize=config["binarize"], val_size=config["val_size"])
 
 
+#: Settings that say where a run is written and runs, and for how long; the others define it.
+#: ``--resume auto`` continues a run whose other settings are the command's.
+NOT_DEFINING_A_RUN = ("resume", "run_name", "output_dir", "data_dir", "devices", "accelerator", "strategy",
+                      "max_epochs", "max_steps", "checkpoint_every", "grad_quality_every", "grad_quality")
+NOT_DEFINING_A_RUN_TRAINER = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
+
+
+def run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a run, as ``config.yaml`` stores them."""
+    defining = {key: value for key, value in config.items() if key in DEFAULTS and key not in NOT_DEFINING_A_RUN}
+    defining["trainer"] = {key: value for key, value in config.get("trainer", {}).items()
+                           if key not in NOT_DEFINING_A_RUN_TRAINER}
+    return yaml.safe_load(yaml.safe_dump(defining))
+
+
+def recorded_settings(run: Path) -> dict[str, Any] | None:
+    """The defining settings in ``run``'s ``config.yaml``; None if it has none that reads."""
+    try:
+        return run_settings(yaml.safe_load((run / "config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+def differences(recorded: dict[str, Any] | None, settings: dict[str, Any]) -> str:
+    if recorded is None:
+        return "it has no readable config.yaml"
+    changed = [f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}"
+               for key in sorted(set(recorded) | set(settings)) if recorded.get(key) != settings.get(key)]
+    return "its settings differ: " + "; ".join(changed)
+
+
 def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
     """The run's folder and the checkpoint to resume from, if any.
 
-    The version is chosen once, by the first process, and handed to the processes
-    that DDP launches through the environment, so that all ranks agree on it.
+    A new ``version_N`` is chosen by the first process and handed to the processes
+    that Lightning launches through the environment; processes started by
+    ``torchrun`` or ``srun`` name it after their launch instead (see
+    :func:`launch_name`), so that all ranks agree on it.
     """
     name = "-".join(part for part in (config["model"], config["data"], config["estimator"]) if part is not None)
     runs = Path(config["output_dir"]) / name
@@ -350,28 +395,72 @@ def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
             f"cannot write to the output directory {runs}: {error.strerror or error}. "
             "Choose another with --output-dir."
         ) from error
-    resume = config["resume"]
-    versions = sorted(
-        (int(path.name.removeprefix("version_")) for path in runs.glob("version_*")
-         if path.name.removeprefix("version_").isdigit()),
-    )
-    if resume == "auto":
-        resumable = [v for v in versions if (runs / f"version_{v}" / "checkpoints" / "last.ckpt").is_file()]
-        if not resumable:
-            raise ValueError(f"--resume auto found no checkpoints/last.ckpt under {runs}; start without --resume.")
-        run = runs / f"version_{resumable[-1]}"
-        return run, run / "checkpoints" / "last.ckpt"
-    if resume is not None:
+    resume, settings = config["resume"], run_settings(config)
+    if resume not in (None, "auto"):
         checkpoint = Path(resume)
         if not checkpoint.is_file():
             raise ValueError(f"--resume: no checkpoint file at {checkpoint}.")
-        run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
-        if run is not None:
-            return run, checkpoint
-        os.environ.setdefault(RUN_VERSION_VARIABLE, str(versions[-1] + 1 if versions else 0))
-        return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}", checkpoint
-    os.environ.setdefault(RUN_VERSION_VARIABLE, str(versions[-1] + 1 if versions else 0))
-    return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}", None
+        if checkpoint.parent.name == "checkpoints":
+            return checkpoint.parent.parent, checkpoint
+        return new_run(runs), checkpoint
+    if config["run_name"] is not None:
+        return named_run(runs / config["run_name"], settings, resume == "auto")
+    if resume == "auto":
+        for run in sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime, reverse=True):
+            if recorded_settings(run.parent.parent) == settings:
+                return run.parent.parent, run
+    return new_run(runs), None
+
+
+def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, Path | None]:
+    """``--run-name``: the folder is this command's; it continues only with ``--resume auto``."""
+    last = run / "checkpoints" / "last.ckpt"
+    if not run.exists() or not any(run.iterdir()):
+        return run, None
+    if not resume:
+        raise ValueError(f"the run {run} exists already. Continue it with --resume auto, or choose another "
+                         "--run-name.")
+    recorded = recorded_settings(run)
+    if recorded != settings:
+        raise ValueError(f"cannot continue the run {run}: {differences(recorded, settings)}. Choose another "
+                         "--run-name for these settings.")
+    return run, (last if last.is_file() else None)
+
+
+def new_run(runs: Path) -> Path:
+    """A folder for a new run under ``runs``, the same for every process of the launch."""
+    if RUN_VERSION_VARIABLE not in os.environ:
+        launch = launch_name()
+        if launch is not None:
+            if (runs / launch / "checkpoints" / "last.ckpt").exists():
+                raise ValueError(f"this launch's run {runs / launch} has a checkpoint already: continue it with "
+                                 "--resume auto and its settings, or pass --run-name for a new run.")
+            return runs / launch
+        versions = [int(path.name.removeprefix("version_")) for path in runs.glob("version_*")
+                    if path.name.removeprefix("version_").isdigit()]
+        os.environ[RUN_VERSION_VARIABLE] = str(max(versions, default=-1) + 1)
+    return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}"
+
+
+def launch_name() -> str | None:
+    """The folder name that the processes of a ``torchrun`` or ``srun`` launch share; None otherwise.
+
+    Those processes start together and cannot hand each other a ``version_N`` before
+    training connects them, so each derives the name from what its launcher set
+    alike in all of them: torchrun's rendezvous id, or SLURM's job (and array task) id.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        run_id = os.environ["TORCHELASTIC_RUN_ID"]
+        if run_id == "none":
+            raise ValueError("torchrun without a rendezvous id gives its processes no shared run name: pass "
+                             "--run-name, or launch with torchrun --standalone (or --rdzv-id).")
+        return f"torchrun-{run_id}"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        job = os.environ["SLURM_JOB_ID"]
+        if "SLURM_ARRAY_TASK_ID" in os.environ:
+            job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        return f"slurm-{job}"
+    return None
 
 
 def check_checkpoint(path: Path) -> None:
@@ -403,24 +492,21 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.plugins import Precision
 
-    from callbacks.checkpoint import AtomicCheckpointIO, CachedKeyModelCheckpoint, FinalCheckpoint
+    from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
     from callbacks.gradient_quality import GradientQuality
     from callbacks.images import ReconstructionImages
     from callbacks.nonfinite import NonFiniteGuard
+    from callbacks.preemption import StopOnSignal
     from callbacks.progress import LossProgressBar
     from callbacks.seeding import PerRankSeed
     from callbacks.temperature import TemperatureSchedule
 
     monitor, mode = model.checkpoint_monitor
     guard = NonFiniteGuard(config["on_nonfinite"])
+    checkpoints = RunCheckpoints(run / "checkpoints", monitor, mode, config["checkpoint_every"] or None)
     extra_callbacks, callbacks = list(callbacks), [
-        # last.ckpt comes from the periodic checkpoint below (every N steps and at each epoch's end)
-        # and FinalCheckpoint; written here too, it would be written twice an epoch.
-        CachedKeyModelCheckpoint(dirpath=run / "checkpoints", filename="best-{epoch}-{step}",
-                                 monitor=monitor, mode=mode, save_top_k=1, enable_version_counter=False),
-        FinalCheckpoint(run / "checkpoints" / "last.ckpt"),
-        CachedKeyModelCheckpoint(dirpath=run / "checkpoints", every_n_train_steps=config["checkpoint_every"] or None,
-                                 save_top_k=0, save_last=True, enable_version_counter=False),
+        checkpoints,
+        StopOnSignal(checkpoints, guard),
         PerRankSeed(config["seed"]),
         guard,
     ]
@@ -450,6 +536,7 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
         precision=None if any(isinstance(plugin, Precision) for plugin in plugins) else config["precision"],
         logger=logger,
         callbacks=callbacks,
+        enable_checkpointing=False,  # RunCheckpoints writes them
         plugins=[AtomicCheckpointIO(), *plugins],
     )
     settings.update(config["trainer"])
@@ -507,6 +594,7 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
     """Train as the command line ``argv`` says; ``callbacks`` and ``plugins`` are added to the Trainer's,
     for programs that train in-process (the GPU check, tests)."""
     from callbacks.nonfinite import NonFiniteError
+    from callbacks.preemption import EXIT_STATUS, Preempted
     from zoo.estimators import InvalidLogitsError
 
     parser = build_parser()
@@ -521,7 +609,7 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
 
         L.seed_everything(config["seed"], workers=True, verbose=False)
         model = build_model(config)
-        if config["from_pretrained"]:
+        if config["from_pretrained"] and checkpoint is None:
             from zoo.pretrained import get_release, load_weights, read_weights, weights_file
 
             release = get_release(config["from_pretrained"])
@@ -529,6 +617,8 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
         datamodule = build_datamodule(config)
         trainer = build_trainer(config, run, model, callbacks, plugins)
         if trainer.is_global_zero:
+            if config["resume"] == "auto" and checkpoint is None:
+                print("--resume auto: no run of these settings to continue; starting a new one", flush=True)
             save_config(config, run, argv, trainer.world_size)
             print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}\n"
                   f"{describe_batch(config['batch_size'], trainer.world_size)}", flush=True)
@@ -544,6 +634,8 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except NonFiniteError as error:
         parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
+    except Preempted as error:
+        parser.exit(EXIT_STATUS, f"{parser.prog}: {error}\n")
     return 0
 
 

@@ -1,30 +1,17 @@
-"""Keep the final state of every run, wherever in an epoch it stops, and never half a checkpoint."""
+"""A run's checkpoints: the last state wherever it stops, the best validation, never half a file."""
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-
-
-class FinalCheckpoint(L.Callback):
-    """Write ``path`` (the run's ``last.ckpt``) when training ends.
-
-    ``ModelCheckpoint`` saves after validation and at epoch ends, so a run that
-    ``max_steps`` stops in the middle of an epoch would lose its final steps.
-    Every rank calls ``save_checkpoint``; only rank 0 writes.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)  # optimizer state too
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,19 +33,139 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-class CachedKeyModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose state key is built once instead of at every hook call.
+class RunCheckpoints(L.Callback):
+    """``last.ckpt``, kept current, and ``best-epoch=E-step=S.ckpt``, in ``folder``.
 
-    Lightning names each callback hook call after the callback's state key (about a
-    dozen calls a step), and ``ModelCheckpoint`` formats its key from its settings
-    every time: 0.05 ms a step per instance. The settings it is made of are fixed at
-    construction. The key begins with the class's name; it keeps ``ModelCheckpoint``'s,
-    so that checkpoints written with Lightning's class resume with their state.
+    ``last.ckpt`` is written every ``every_n_steps`` optimizer steps (none if
+    ``None``), at the end of every training epoch (after its validation), when
+    training ends, and whenever :meth:`save_last` is called (e.g. on SIGTERM). Each
+    of these resumes to the weights of an uninterrupted run.
+
+    The best checkpoint holds the weights of the validation whose ``monitor`` was
+    the lowest (``mode="min"``) or highest so far; the previous best is deleted. At
+    an epoch's end it is a hard link to that step's ``last.ckpt``: one file
+    written, not two. One callback rather than Lightning's ``ModelCheckpoint``
+    twice also halves the hook calls a step. Every rank calls the writes (they
+    gather state); only rank 0 touches files.
     """
 
+    def __init__(self, folder: str | Path, monitor: str, mode: Literal["min", "max"] = "min",
+                 every_n_steps: int | None = None) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"RunCheckpoints: mode must be 'min' or 'max', got {mode!r}.")
+        self.folder = Path(folder)
+        self.monitor, self.mode = monitor, mode
+        self.every_n_steps = every_n_steps
+        self.best_score: float | None = None
+        self.best_path: Path | None = None
+        self._saved_step = -1  # the global step of the newest last.ckpt
+        self._epoch_end_score: float | None = None  # this epoch's validation, to compare at its end
+
     @property
-    def state_key(self) -> str:
-        if "_state_key" not in self.__dict__:
-            settings = super().state_key.removeprefix(type(self).__qualname__)
-            self.__dict__["_state_key"] = ModelCheckpoint.__qualname__ + settings
-        return self.__dict__["_state_key"]
+    def last_path(self) -> Path:
+        return self.folder / "last.ckpt"
+
+    def save_last(self, trainer: L.Trainer) -> Path:
+        """Write ``last.ckpt`` now, optimizer state included; its path."""
+        trainer.save_checkpoint(self.last_path, weights_only=False)
+        self._saved_step = trainer.global_step
+        return self.last_path
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._saved_step = trainer.global_step  # a resumed run starts at a step already saved
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_index: int) -> None:
+        # GDAS takes two optimizer steps a batch: a period is due once the step passes its multiple.
+        period_due = (self.every_n_steps is not None
+                      and trainer.global_step // self.every_n_steps > self._saved_step // self.every_n_steps)
+        # Here, not when training ends: by then Lightning counts the interrupted epoch as complete,
+        # and a run resumed for more epochs would skip the rest of it.
+        last_step = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if period_due or last_step:
+            self.save_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        score = self._monitored(trainer)
+        if score is None:
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._epoch_end_score = score  # compared once the epoch has ended, beside last.ckpt
+        elif self._improves(score):
+            self._save_best(trainer, score)  # validation in mid-epoch (val_check_interval < 1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # cut short by max_steps: its last step is saved already, as in mid-epoch
+        score, self._epoch_end_score = self._epoch_end_score, None
+        improved = score is not None and self._improves(score)
+        previous = self._take_best(trainer, score) if improved else None
+        self.save_last(trainer)  # its state names the new best
+        if improved:
+            if trainer.is_global_zero:
+                link_or_copy(self.last_path, self.best_path)
+            self._remove(trainer, previous)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._saved_step != trainer.global_step:  # stopped otherwise (max_time, a callback)
+            self.save_last(trainer)
+
+    def _monitored(self, trainer: L.Trainer) -> float | None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            rank_zero_warn(f"RunCheckpoints: validation did not log {self.monitor!r}, so no best checkpoint "
+                           f"was kept; logged: {', '.join(sorted(trainer.callback_metrics)) or 'nothing'}.")
+            return None
+        return float(value)  # one read a validation
+
+    def _improves(self, score: float) -> bool:
+        if math.isnan(score):
+            return False
+        return self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
+
+    def _take_best(self, trainer: L.Trainer, score: float) -> Path | None:
+        """Take ``score`` as the best, at this step's file name; the previous best's file."""
+        previous = self.best_path
+        self.best_score = score
+        self.best_path = self.folder / f"best-epoch={trainer.current_epoch}-step={trainer.global_step}.ckpt"
+        return previous
+
+    def _save_best(self, trainer: L.Trainer, score: float) -> None:
+        previous = self._take_best(trainer, score)
+        trainer.save_checkpoint(self.best_path, weights_only=False)
+        self._remove(trainer, previous)
+
+    def _remove(self, trainer: L.Trainer, previous: Path | None) -> None:
+        if previous is not None and previous != self.best_path:
+            trainer.strategy.remove_checkpoint(previous)  # rank 0 only
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "best_score": self.best_score,
+                "best_path": None if self.best_path is None else str(self.best_path)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("monitor") == self.monitor:
+            self.best_score = state["best_score"]
+            self.best_path = None if state["best_path"] is None else Path(state["best_path"])
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Take the best score from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
+        for key, state in checkpoint.get("callbacks", {}).items():
+            if key.startswith("ModelCheckpoint") and state.get("monitor") == self.monitor:
+                score, path = state.get("best_model_score"), state.get("best_model_path")
+                if score is not None:
+                    self.load_state_dict({"monitor": self.monitor, "best_score": float(score),
+                                          "best_path": path or None})
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` with ``source``'s content: a hard link where the file system has them, else a copy."""
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)

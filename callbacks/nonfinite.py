@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import lightning as L
 import torch
@@ -56,6 +57,20 @@ class NonFiniteGuard(L.Callback):
         self._loss: Tensor | None = None  # summed over the backward passes since the last optimizer step
         self._backward_passes = 0
         self._invalid_logits: Tensor | None = None
+        self._flags: list[Tensor] = []  # other callbacks' flags, read with the step's checks
+        self._flag_sums: list[float] = []
+
+    def add_flag(self, flag: Tensor) -> Callable[[], bool]:
+        """Read ``flag`` (a scalar on the module's device, nonzero when set) with each step's checks.
+
+        The flag is summed over processes with the rest, so the function returned,
+        which tells whether any process had it set at the last read, answers alike on
+        every rank at the same step: a decision taken on it (stop, say) is taken by all.
+        """
+        index = len(self._flags)
+        self._flags.append(flag)
+        self._flag_sums.append(0.0)
+        return lambda: self._flag_sums[index] > 0
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._invalid_logits = torch.zeros((), dtype=torch.bool, device=module.device)
@@ -123,16 +138,18 @@ class NonFiniteGuard(L.Callback):
                    device: torch.device) -> tuple[bool, bool, bool]:
         """Whether the loss, the gradients, the logits were bad on any process: the step's one read.
 
-        The loss, the logits flag and one summary of each gradient (see
-        :func:`gradient_summaries`) are summed over processes and read together;
-        finiteness is then tested on the host.
+        The loss, the logits flag, the flags of :meth:`add_flag` and one summary of
+        each gradient (see :func:`gradient_summaries`) are summed over processes and
+        read together; finiteness is then tested on the host.
         """
         loss = self._loss if self._loss is not None else torch.zeros((), device=device)
         gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        status = torch.stack([loss.float(), self._invalid_logits.float(), *gradient_summaries(gradients)])
+        flags = [self._invalid_logits.float(), *(flag.float() for flag in self._flags)]
+        status = torch.stack([loss.float(), *flags, *gradient_summaries(gradients)])
         self._invalid_logits.zero_()
         passes, self._loss, self._backward_passes = max(self._backward_passes, 1), None, 0
-        loss_sum, logits_flags, *summaries = _sum_over_processes(trainer, status).tolist()
+        loss_sum, logits_flags, *rest = _sum_over_processes(trainer, status).tolist()
+        self._flag_sums, summaries = rest[:len(self._flags)], rest[len(self._flags):]
         self.last_loss = loss_sum / trainer.world_size / passes
         return not math.isfinite(loss_sum), not math.isfinite(sum(summaries)), logits_flags > 0
 

@@ -19,10 +19,35 @@ def shared_seed(trainer: L.Trainer | None) -> int:
     return seed if trainer is None else trainer.strategy.broadcast(seed, src=0)
 
 
-def placement(trainer: L.Trainer | None, shuffle: bool) -> dict[str, int | None]:
-    """An in-memory loader's ``rank``, ``world_size`` and shuffling ``seed``, the seed shared by all ranks."""
-    rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-    return {"rank": rank, "world_size": world_size, "seed": shared_seed(trainer) if shuffle else None}
+class ResumableOrder:
+    """A data module's shuffling seeds, kept in its checkpoints; its loaders start at the epoch to train.
+
+    Lightning restores a loader's own state (:class:`ResumableEpochs`) only when it
+    resumes in the middle of an epoch. From a checkpoint written at an epoch's end,
+    or when training ends, it builds fresh loaders, which would draw a new seed and
+    start again at epoch 0: another order than the uninterrupted run's. So the data
+    module keeps the seed it drew for each shuffled split in its ``state_dict``,
+    which every checkpoint holds, and each loader begins at the first epoch not yet trained.
+    """
+
+    def placement(self, split: str, shuffle: bool) -> dict[str, int | None]:
+        """A loader's ``rank``, ``world_size``, first ``epoch`` and shuffling ``seed`` (shared by all ranks)."""
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        seed = None
+        if shuffle:
+            seeds = self.__dict__.setdefault("_order_seeds", {})
+            seed = seeds[split] = seeds[split] if split in seeds else shared_seed(trainer)
+        # Epochs whose batches have all been trained on: a checkpoint written at an epoch's end
+        # (after validation) resumes before Lightning counts that epoch as completed.
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+        return {"rank": rank, "world_size": world_size, "seed": seed, "epoch": epoch}
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        return {"order_seeds": dict(self.__dict__.get("_order_seeds", {}))}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        self.__dict__["_order_seeds"] = dict(state.get("order_seeds", {}))
 
 
 class ResumableEpochs:

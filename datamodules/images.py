@@ -39,7 +39,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from ._seeds import ResumableEpochs, draw_seed, placement
+from ._seeds import ResumableEpochs, ResumableOrder, draw_seed
 from .idx import read_idx
 
 __all__ = [
@@ -107,7 +107,8 @@ class ShardedBatches(ResumableEpochs):
     ``shuffle``, epoch ``e`` uses the permutation of a generator seeded with
     ``seed + e``; ``seed=None`` draws the seed from torch's global RNG here, so
     ``torch.manual_seed``/``seed_everything`` make the order reproducible, and ranks
-    given the same seed agree on it.
+    given the same seed agree on it. ``epoch`` is the first epoch to serve (a data module
+    resuming after an epoch's end starts at the trainer's).
 
     Like ``DistributedSampler``, rank ``r`` of ``world_size`` takes every
     ``world_size``-th index of the epoch's order from ``r``, after the order is padded
@@ -126,6 +127,7 @@ class ShardedBatches(ResumableEpochs):
         rank: int = 0,
         world_size: int = 1,
         seed: int | None = None,
+        epoch: int = 0,
     ) -> None:
         name = type(self).__name__
         if batch_size <= 0:
@@ -143,7 +145,7 @@ class ShardedBatches(ResumableEpochs):
         self.seed = draw_seed() if seed is None and shuffle else seed
         #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
         #: so Lightning's check that the object is iterable does not skip an order.
-        self.epoch = 0
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(self._share_size() / self.batch_size)
@@ -187,6 +189,7 @@ class TensorBatches(ShardedBatches):
         rank: int = 0,
         world_size: int = 1,
         seed: int | None = None,
+        epoch: int = 0,
     ) -> None:
         if data.dim() == 0 or len(data) == 0:
             raise ValueError(
@@ -194,7 +197,7 @@ class TensorBatches(ShardedBatches):
                 f"got a tensor of shape {tuple(data.shape)}."
             )
         super().__init__(
-            len(data), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed
+            len(data), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed, epoch=epoch
         )
         self.data = data
         self.binarize = binarize
@@ -205,7 +208,7 @@ class TensorBatches(ShardedBatches):
             yield torch.bernoulli(batch) if self.binarize else batch
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(ResumableOrder, LightningDataModule):
     """MNIST, Fashion-MNIST or Omniglot as ``(B, 784)`` float32 batches in [0, 1].
 
     See the module docstring for the splits and binarization. ``prepare_data`` (run by
@@ -312,7 +315,7 @@ class ImageDataModule(LightningDataModule):
             batch_size,
             shuffle=shuffle,
             binarize=split == "train" and self.binarize == "dynamic",
-            **placement(self.trainer, shuffle),
+            **self.placement(split, shuffle),
         )
 
     def _load_splits(self) -> dict[str, Tensor]:

@@ -153,7 +153,8 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
          "reinmax: temperature tau=0.5 is out of range"),
         (["--tau-schedule", "linear"], "a linear temperature schedule needs an end temperature and a duration"),
         (["--trainer-arg", "oops"], "--trainer-arg expects KEY=VALUE, got 'oops'"),
-        (["--resume", "auto"], "--resume auto found no checkpoints/last.ckpt under"),
+        (["--resume", "missing.ckpt"], "--resume: no checkpoint file at missing.ckpt"),
+        (["--run-name", "a/b"], "--run-name: must be a folder name without '/'"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_a_non_zero_exit(arguments, message, data_dir, tmp_path):

@@ -52,6 +52,7 @@ class BucketedBatches(ResumableEpochs):
         rank: int = 0,
         world_size: int = 1,
         seed: int | None = None,
+        epoch: int = 0,
     ) -> None:
         if len(tokens) == 0 or not len(tokens) == len(lengths) == len(labels):
             raise ValueError(
@@ -69,7 +70,7 @@ class BucketedBatches(ResumableEpochs):
         self.rank, self.world_size = rank, world_size
         self.seed = draw_seed() if seed is None and shuffle else seed
         #: Epochs started so far; advanced when iteration begins.
-        self.epoch = 0
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(math.ceil(len(self.tokens) / self.batch_size) / self.world_size)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 
-from .._seeds import placement
+from .._seeds import ResumableOrder
 from .batches import BucketedBatches, encode
 from .expressions import paper_length
 from .files import Example, read_examples, write_lines
@@ -31,7 +31,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "discrete-zoo"
 
 
-class ListOpsDataModule(LightningDataModule):
+class ListOpsDataModule(ResumableOrder, LightningDataModule):
     """ListOps as ``(tokens, lengths, labels)`` batches of similar lengths.
 
     With ``data_dir`` the splits are its ``train.tsv``, ``valid.tsv`` and
@@ -124,4 +124,4 @@ class ListOpsDataModule(LightningDataModule):
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for {split} batches.")
         return BucketedBatches(*self.splits[split], batch_size, shuffle=shuffle, bucket_batches=self.bucket_batches,
-                               **placement(self.trainer, shuffle))
+                               **self.placement(split, shuffle))

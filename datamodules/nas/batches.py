@@ -52,6 +52,7 @@ class LabelledBatches(ShardedBatches):
         rank: int = 0,
         world_size: int = 1,
         seed: int | None = None,
+        epoch: int = 0,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or len(images) == 0:
             raise ValueError(
@@ -77,7 +78,7 @@ class LabelledBatches(ShardedBatches):
         if seed is None and augment:
             seed = draw_seed()  # the base class draws one only for shuffling
         super().__init__(
-            len(images), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed
+            len(images), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed, epoch=epoch
         )
         self.images, self.labels = images, labels
         self.augment = augment

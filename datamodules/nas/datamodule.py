@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from .._seeds import placement
+from .._seeds import ResumableOrder
 from ..images import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from . import sources
 from .batches import LabelledBatches, PairedBatches
@@ -34,7 +34,7 @@ MODES = ("search", "train")
 _STATISTICS_CHUNK = 4096
 
 
-class NASDataModule(LightningDataModule):
+class NASDataModule(ResumableOrder, LightningDataModule):
     """Batches ``(images, labels)`` of one of :data:`~datamodules.nas.sources.DATASETS`.
 
     ``train_dataloader`` returns :class:`PairedBatches` (training half, held-out half)
@@ -146,7 +146,7 @@ class NASDataModule(LightningDataModule):
             std=self.std,
             shuffle=training,
             augment=training and self.augment,
-            **placement(self.trainer, training),
+            **self.placement(split, training),
         )
 
 

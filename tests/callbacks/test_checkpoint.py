@@ -28,15 +28,3 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     io.save_checkpoint({"global_step": 3}, path)  # the next save replaces both
     assert torch.load(path, weights_only=True)["global_step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
-
-
-def test_a_cached_key_checkpoint_keeps_lightnings_state_key():
-    """Checkpoints store each callback's state under its key: caching it must not change it."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from callbacks.checkpoint import CachedKeyModelCheckpoint
-
-    for settings in ({"monitor": "val/neg_elbo_epoch", "mode": "min", "save_top_k": 1},
-                     {"every_n_train_steps": 1000, "save_top_k": 0, "save_last": True}):
-        cached = CachedKeyModelCheckpoint(**settings)
-        assert cached.state_key == ModelCheckpoint(**settings).state_key == cached.state_key

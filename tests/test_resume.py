@@ -1,0 +1,174 @@
+"""Resuming: from every kind of checkpoint, every model ends with the weights of an uninterrupted run.
+
+The runs are in-process train.py runs of two short epochs on small data. The
+uninterrupted run keeps a copy of each checkpoint as it is written: the periodic
+one in mid-epoch, the one written at the first epoch's end (after validation) and
+the best; each is resumed in a fresh folder, as is a run that ``--max-steps``
+stopped in mid-epoch, and every resumed run must end bit-identical to the
+uninterrupted one: weights, optimizer state and step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+import train
+from tests.runs import model_arguments, write_images, write_listops
+from zoo.models import list_models
+
+QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
+#: Batch sizes that make an epoch short: 12 steps of the image models, 8 of the NAS ones.
+BATCH_SIZES = {"vae": 5, "bvae": 5, "listops": 4, "gdas": 64, "nas-net": 128}
+#: What else draws on the state a resume must restore: a per-step temperature schedule.
+EXTRA = {"vae": ["--tau", "2", "--tau-schedule", "exponential", "--tau-end", "1", "--tau-duration", "20"]}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    return write_images(tmp_path_factory.mktemp("images"), 60), write_listops(tmp_path_factory.mktemp("listops"), 48)
+
+
+class KeepCheckpoints(L.Callback):
+    """Copies each checkpoint of the first epoch as it is written: ``periodic``, ``epoch-end`` and ``best``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.kept = folder, {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_index) -> None:
+        self._keep(trainer, "periodic", "last.ckpt")
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == 1:
+            self._keep(trainer, "epoch-end", "last.ckpt")
+            self._keep(trainer, "best", "best-*.ckpt")
+
+    def _keep(self, trainer, kind: str, pattern: str) -> None:
+        found = list((Path(trainer.logger.log_dir) / "checkpoints").glob(pattern))
+        if kind not in self.kept and found:
+            self.kept[kind] = shutil.copy(found[0], self.folder / f"{kind}.ckpt")
+
+
+def run(arguments: list[str], output: Path, *extra: str, callbacks=()) -> dict:
+    os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # main() hands it on to DDP workers; a new run each time
+    assert train.main([*arguments, "--output-dir", str(output), *extra], callbacks=callbacks) == 0
+    (last,) = output.glob("*/*/checkpoints/last.ckpt")
+    return torch.load(last, weights_only=True)
+
+
+def assert_same_training_state(resumed: dict, expected: dict) -> None:
+    assert resumed["global_step"] == expected["global_step"]
+    assert resumed["state_dict"].keys() == expected["state_dict"].keys()
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    for resumed_optimizer, optimizer in zip(resumed["optimizer_states"], expected["optimizer_states"], strict=True):
+        for index, state in optimizer["state"].items():
+            for key, value in state.items():
+                assert torch.equal(torch.as_tensor(resumed_optimizer["state"][index][key]), torch.as_tensor(value))
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(model, data, tmp_path):
+    arguments = [*model_arguments(model, *data, batch_size=BATCH_SIZES.get(model)), *EXTRA.get(model, []),
+                 "--accelerator", "cpu", "--devices", "1", "--seed", "3", "--checkpoint-every", "5", *QUIET]
+    keep = KeepCheckpoints(tmp_path)
+    expected = run(arguments, tmp_path / "whole", "--max-epochs", "2", "--max-steps", "-1", callbacks=[keep])
+    assert sorted(keep.kept) == ["best", "epoch-end", "periodic"]
+    epoch_end = torch.load(keep.kept["epoch-end"], weights_only=True)
+    assert torch.load(keep.kept["periodic"], weights_only=True)["global_step"] < epoch_end["global_step"]
+    assert [path.name for path in (tmp_path / "whole").glob("*/*/checkpoints/best-*")] != []
+
+    for kind, checkpoint in keep.kept.items():
+        resumed = run(arguments, tmp_path / kind, "--max-epochs", "2", "--max-steps", "-1", "--resume", str(checkpoint))
+        assert_same_training_state(resumed, expected)
+    # Stopped by --max-steps in mid-epoch, then continued by --resume auto in the same folder.
+    stop_at = epoch_end["global_step"] + 3
+    run(arguments, tmp_path / "stopped", "--max-epochs", "2", "--max-steps", str(stop_at))
+    resumed = run(arguments, tmp_path / "stopped", "--max-epochs", "2", "--max-steps", "-1", "--resume", "auto")
+    assert_same_training_state(resumed, expected)
+
+
+def config_for(*arguments: str) -> dict:
+    return train.resolve_config(train.build_parser().parse_args(list(arguments)))
+
+
+def make_run(folder: Path, config: dict, step: int = 1) -> Path:
+    """A run folder as train.py leaves it: its config.yaml and a last.ckpt."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config, "command": "python train.py"}))
+    torch.save({"global_step": step}, folder / "checkpoints" / "last.ckpt")
+    return folder
+
+
+def test_resume_auto_continues_only_a_run_of_the_same_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
+    base = ["--output-dir", str(tmp_path), "--resume", "auto"]
+    runs = tmp_path / "vae-mnist-reinmax"
+    seed_zero = make_run(runs / "version_0", config_for(*base))
+    make_run(runs / "version_1", config_for(*base, "--seed", "1"))
+
+    # The budget, the devices and the folders may change; the seed, the learning rate... may not.
+    assert train.run_directory(config_for(*base, "--max-epochs", "9", "--devices", "2")) == (
+        seed_zero, seed_zero / "checkpoints" / "last.ckpt")
+    assert train.run_directory(config_for(*base, "--seed", "1"))[0] == runs / "version_1"
+    new, checkpoint = train.run_directory(config_for(*base, "--seed", "2"))
+    assert (new, checkpoint) == (runs / "version_2", None)
+    monkeypatch.delenv(train.RUN_VERSION_VARIABLE)
+    assert train.run_directory(config_for(*base, "--lr", "0.01")) == (runs / "version_2", None)
+
+
+def test_resume_auto_on_an_empty_folder_starts_a_run_and_says_so(tmp_path, tiny_mnist, capsys, monkeypatch):
+    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
+    arguments = ["--data", "mnist", "--data-dir", str(tiny_mnist), "--output-dir", str(tmp_path), "--accelerator",
+                 "cpu", "--devices", "1", "--max-steps", "2", "--latents", "3", "--categories", "4", "--model-arg",
+                 "hidden_sizes=[8]", "--resume", "auto", *QUIET]
+    assert train.main(arguments) == 0
+    assert "--resume auto: no run of these settings to continue; starting a new one" in capsys.readouterr().out
+    assert torch.load(tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["global_step"] == 2
+
+
+def test_a_named_run_is_continued_only_by_resume_auto_and_its_own_settings(tmp_path):
+    base = ["--output-dir", str(tmp_path), "--run-name", "job-7"]
+    run = make_run(tmp_path / "vae-mnist-reinmax" / "job-7", config_for(*base))
+    assert train.run_directory(config_for(*base, "--resume", "auto")) == (run, run / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match="exists already. Continue it with --resume auto, or choose another"):
+        train.run_directory(config_for(*base))
+    with pytest.raises(ValueError, match=r"its settings differ: seed 0 -> 5\. Choose another --run-name"):
+        train.run_directory(config_for(*base, "--resume", "auto", "--seed", "5"))
+    fresh = tmp_path / "vae-mnist-reinmax" / "job-8"
+    assert train.run_directory(config_for(*base[:-1], "job-8", "--resume", "auto")) == (fresh, None)
+
+
+@pytest.mark.parametrize("environment, name", [
+    ({"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "c0ffee"}, "torchrun-c0ffee"),
+    ({"SLURM_NTASKS": "2", "SLURM_JOB_ID": "4242"}, "slurm-4242"),
+    ({"SLURM_NTASKS": "2", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4200", "SLURM_ARRAY_TASK_ID": "3"},
+     "slurm-4200_3"),
+])
+def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment, name, tmp_path, monkeypatch):
+    for variable in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                     train.RUN_VERSION_VARIABLE):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    make_run(tmp_path / "vae-mnist-reinmax" / "version_0", config_for("--output-dir", str(tmp_path), "--seed", "1"))
+    config = config_for("--output-dir", str(tmp_path))
+    assert train.run_directory(config) == (tmp_path / "vae-mnist-reinmax" / name, None)
+    make_run(tmp_path / "vae-mnist-reinmax" / name, config)
+    with pytest.raises(ValueError, match="has a checkpoint already: continue it with --resume auto"):
+        train.run_directory(config)
+
+
+def test_torchrun_without_a_rendezvous_id_asks_for_a_run_name(tmp_path, monkeypatch):
+    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    with pytest.raises(ValueError, match="pass --run-name, or launch with torchrun --standalone"):
+        train.run_directory(config_for("--output-dir", str(tmp_path)))
