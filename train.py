@@ -536,7 +536,6 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
         precision=None if any(isinstance(plugin, Precision) for plugin in plugins) else config["precision"],
         logger=logger,
         callbacks=callbacks,
-        enable_checkpointing=False,  # RunCheckpoints writes them
         plugins=[AtomicCheckpointIO(), *plugins],
     )
     settings.update(config["trainer"])

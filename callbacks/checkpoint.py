@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -33,7 +34,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-class RunCheckpoints(L.Callback):
+class RunCheckpoints(Checkpoint):
     """``last.ckpt``, kept current, and ``best-epoch=E-step=S.ckpt``, in ``folder``.
 
     ``last.ckpt`` is written every ``every_n_steps`` optimizer steps (none if
@@ -46,7 +47,9 @@ class RunCheckpoints(L.Callback):
     an epoch's end it is a hard link to that step's ``last.ckpt``: one file
     written, not two. One callback rather than Lightning's ``ModelCheckpoint``
     twice also halves the hook calls a step. Every rank calls the writes (they
-    gather state); only rank 0 touches files.
+    gather state); only rank 0 touches files. As a ``Checkpoint``, Lightning calls
+    its epoch-end hook after the module's (GDAS steps its schedulers there), and
+    adds no checkpoint callback of its own.
     """
 
     def __init__(self, folder: str | Path, monitor: str, mode: Literal["min", "max"] = "min",
@@ -138,7 +141,8 @@ class RunCheckpoints(L.Callback):
         self._remove(trainer, previous)
 
     def _remove(self, trainer: L.Trainer, previous: Path | None) -> None:
-        if previous is not None and previous != self.best_path:
+        # Only this run's own: one resumed from another folder's checkpoint leaves that folder be.
+        if previous is not None and previous != self.best_path and previous.parent == self.folder:
             trainer.strategy.remove_checkpoint(previous)  # rank 0 only
 
     def state_dict(self) -> dict[str, Any]:

@@ -74,6 +74,9 @@ class TemperatureSchedule(L.Callback):
             estimator.tau = value  # the estimator's own range check names the fix
         estimator.tau = initial
 
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, module)  # a run resumed in mid-epoch gets no epoch start
+
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.interval == "epoch":
             self._apply(module, self.value(trainer.current_epoch))

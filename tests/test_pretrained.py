@@ -202,10 +202,10 @@ def test_fine_tuning_with_another_estimator_starts_from_the_released_weights(rel
         torch.testing.assert_close(fine_tuned["state_dict"][key], value)
 
 
-def test_from_pretrained_refuses_another_model_and_resume(released, monkeypatch, capsys):
+def test_from_pretrained_refuses_another_model_and_a_checkpoint_to_resume(released, monkeypatch, capsys):
     monkeypatch.setattr("zoo.pretrained.MANIFEST", released)
     for extra, message in ((["--model", "bvae"], "is a 'vae' model, not 'bvae'; drop --model"),
-                           (["--resume", "auto"], "Pass one of them")):
+                           (["--resume", "run.ckpt"], "Pass one of them (--resume auto may go with it)")):
         with pytest.raises(SystemExit):
             train.main(["--from-pretrained", NAME, *extra])
         assert message in capsys.readouterr().err

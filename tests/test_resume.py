@@ -26,8 +26,17 @@ from zoo.models import list_models
 QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
 #: Batch sizes that make an epoch short: 12 steps of the image models, 8 of the NAS ones.
 BATCH_SIZES = {"vae": 5, "bvae": 5, "listops": 4, "gdas": 64, "nas-net": 128}
-#: What else draws on the state a resume must restore: a per-step temperature schedule.
-EXTRA = {"vae": ["--tau", "2", "--tau-schedule", "exponential", "--tau-end", "1", "--tau-duration", "20"]}
+#: What else a resume must restore: a temperature schedule by epoch (set when an epoch starts, which a
+#: run resumed in mid-epoch does not see).
+EXTRA = {"vae": ["--tau", "2", "--tau-schedule", "linear", "--tau-end", "1", "--tau-duration", "2",
+                 "--tau-interval", "epoch"]}
+
+
+@pytest.fixture(autouse=True)
+def fresh_run_versions(monkeypatch):
+    """main() hands its run version on through the environment: none before a test, none left after it."""
+    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "")
+    monkeypatch.delenv(train.RUN_VERSION_VARIABLE)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +65,7 @@ class KeepCheckpoints(L.Callback):
 
 
 def run(arguments: list[str], output: Path, *extra: str, callbacks=()) -> dict:
-    os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # main() hands it on to DDP workers; a new run each time
+    os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # a new version for each new run
     assert train.main([*arguments, "--output-dir", str(output), *extra], callbacks=callbacks) == 0
     (last,) = output.glob("*/*/checkpoints/last.ckpt")
     return torch.load(last, weights_only=True)
@@ -79,10 +88,10 @@ def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(mode
                  "--accelerator", "cpu", "--devices", "1", "--seed", "3", "--checkpoint-every", "5", *QUIET]
     keep = KeepCheckpoints(tmp_path)
     expected = run(arguments, tmp_path / "whole", "--max-epochs", "2", "--max-steps", "-1", callbacks=[keep])
-    assert sorted(keep.kept) == ["best", "epoch-end", "periodic"]
+    validates = model != "poly"  # the toy has no data to validate on, so no best
+    assert sorted(keep.kept) == ["best", "epoch-end", "periodic"][0 if validates else 1:]
     epoch_end = torch.load(keep.kept["epoch-end"], weights_only=True)
     assert torch.load(keep.kept["periodic"], weights_only=True)["global_step"] < epoch_end["global_step"]
-    assert [path.name for path in (tmp_path / "whole").glob("*/*/checkpoints/best-*")] != []
 
     for kind, checkpoint in keep.kept.items():
         resumed = run(arguments, tmp_path / kind, "--max-epochs", "2", "--max-steps", "-1", "--resume", str(checkpoint))
@@ -107,7 +116,6 @@ def make_run(folder: Path, config: dict, step: int = 1) -> Path:
 
 
 def test_resume_auto_continues_only_a_run_of_the_same_settings(tmp_path, monkeypatch):
-    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
     base = ["--output-dir", str(tmp_path), "--resume", "auto"]
     runs = tmp_path / "vae-mnist-reinmax"
     seed_zero = make_run(runs / "version_0", config_for(*base))
@@ -123,8 +131,7 @@ def test_resume_auto_continues_only_a_run_of_the_same_settings(tmp_path, monkeyp
     assert train.run_directory(config_for(*base, "--lr", "0.01")) == (runs / "version_2", None)
 
 
-def test_resume_auto_on_an_empty_folder_starts_a_run_and_says_so(tmp_path, tiny_mnist, capsys, monkeypatch):
-    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
+def test_resume_auto_on_an_empty_folder_starts_a_run_and_says_so(tmp_path, tiny_mnist, capsys):
     arguments = ["--data", "mnist", "--data-dir", str(tiny_mnist), "--output-dir", str(tmp_path), "--accelerator",
                  "cpu", "--devices", "1", "--max-steps", "2", "--latents", "3", "--categories", "4", "--model-arg",
                  "hidden_sizes=[8]", "--resume", "auto", *QUIET]
@@ -167,7 +174,6 @@ def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment
 
 
 def test_torchrun_without_a_rendezvous_id_asks_for_a_run_name(tmp_path, monkeypatch):
-    monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     with pytest.raises(ValueError, match="pass --run-name, or launch with torchrun --standalone"):

@@ -273,3 +273,32 @@ def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_pa
     resumed = train(*ddp, "--max-steps", "6", "--resume", "auto", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(last, weights_only=True)["global_step"] == 6
+
+
+def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_dir, tmp_path):
+    """A scheduler's SIGTERM: the run saves the step it is at, exits 143, and the requeued command continues it."""
+    settings = ("--max-steps", "600", "--batch-size", "5", "--checkpoint-every", "1000", "--binarize", "dynamic",
+                "--resume", "auto", "--trainer-arg", "enable_progress_bar=false")
+    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path / "stopped", *settings)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "stopped" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    while process.poll() is None and not last.exists():  # the first epoch's end: step 12
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    saved = torch.load(last, weights_only=True)["global_step"]
+    assert 12 < saved < 600 and saved % 12, "the checkpoint is of the step SIGTERM arrived at, not an epoch's end"
+    assert f"stopped by SIGTERM after step {saved}" in stderr and "--resume auto" in stderr
+    assert "Traceback" not in stderr
+
+    resumed = small_run(data_dir, tmp_path / "stopped", *settings)  # the same command, as a requeued job runs it
+    assert resumed.returncode == 0, resumed.stderr
+    whole = small_run(data_dir, tmp_path / "whole", *settings)
+    assert whole.returncode == 0, whole.stderr
+    expected = torch.load(tmp_path / "whole" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
+                          weights_only=True)
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == expected["global_step"] == 600
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], tensor), name

@@ -124,6 +124,9 @@ class GDASSearch(Classifier):
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=epochs, eta_min=hparams.lr_end)
         return [weights, architecture], [cosine]
 
+    def on_train_start(self) -> None:
+        self.on_train_epoch_start()  # a run resumed in mid-epoch gets no epoch start
+
     def on_train_epoch_start(self) -> None:
         epochs = self.trainer.max_epochs
         progress = self.current_epoch / (epochs - 1) if epochs and epochs > 1 else 1.0
