@@ -447,19 +447,22 @@ def launch_name() -> str | None:
 
     Those processes start together and cannot hand each other a ``version_N`` before
     training connects them, so each derives the name from what its launcher set
-    alike in all of them: torchrun's rendezvous id, or SLURM's job (and array task) id.
+    alike in all of them: torchrun's rendezvous id, or SLURM's job (and array task)
+    id. A SLURM batch job that is requeued keeps its id, so it finds its run again;
+    an interactive one (job name ``bash`` or ``interactive``) is not taken for one.
     """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from callbacks.preemption import slurm_job_id
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         run_id = os.environ["TORCHELASTIC_RUN_ID"]
         if run_id == "none":
             raise ValueError("torchrun without a rendezvous id gives its processes no shared run name: pass "
                              "--run-name, or launch with torchrun --standalone (or --rdzv-id).")
         return f"torchrun-{run_id}"
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
-        job = os.environ["SLURM_JOB_ID"]
-        if "SLURM_ARRAY_TASK_ID" in os.environ:
-            job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        return f"slurm-{job}"
+    if SLURMEnvironment.detect() and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{slurm_job_id()}"
     return None
 
 
@@ -524,8 +527,7 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     if hasattr(model, "reconstruct") and hasattr(model, "generate"):
         callbacks.append(ReconstructionImages())
     callbacks += extra_callbacks
-    version = int(run.name.removeprefix("version_"))
-    logger = TensorBoardLogger(save_dir=run.parent, name="", version=version, default_hp_metric=False)
+    logger = TensorBoardLogger(save_dir=run.parent, name="", version=run.name, default_hp_metric=False)
     settings = dict(
         max_epochs=config["max_epochs"],
         max_steps=config["max_steps"],
@@ -536,6 +538,7 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
         precision=None if any(isinstance(plugin, Precision) for plugin in plugins) else config["precision"],
         logger=logger,
         callbacks=callbacks,
+        default_root_dir=run,  # where Lightning's own files (e.g. SLURM's hpc_ckpt_N.ckpt) go
         plugins=[AtomicCheckpointIO(), *plugins],
     )
     settings.update(config["trainer"])

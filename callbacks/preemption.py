@@ -1,18 +1,24 @@
-"""Stop on a scheduler's SIGTERM at the end of the current step, with a checkpoint of it."""
+"""Stop on a scheduler's signal at the end of the current step, with a checkpoint of it."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from types import FrameType
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from callbacks.checkpoint import RunCheckpoints
 from callbacks.nonfinite import NonFiniteGuard
 
 #: What a process ended by SIGTERM reports (128 + 15), so a job script knows the run is not finished.
 EXIT_STATUS = 128 + signal.SIGTERM
+#: The signal a SLURM batch job asks for before its time limit (``#SBATCH --signal=SIGUSR1@90``),
+#: as for Lightning's own requeueing.
+SLURM_REQUEUE_SIGNAL = signal.SIGUSR1
 
 
 class Preempted(RuntimeError):
@@ -26,13 +32,18 @@ class StopOnSignal(L.Callback):
     sets a flag; the non-finite guard reads it with the step's other checks,
     summed over processes, so every rank finishes the same optimizer step, writes
     its share of ``last.ckpt`` and stops together, even when the signal reached
-    one process only. Lightning's own handler, replaced while training runs, would
-    stop each rank where it stands and make no checkpoint.
+    one process only. Lightning's own handlers, replaced while training runs, stop
+    each rank where it stands (SIGTERM) or save from inside the handler, in the
+    middle of a step (SLURM's requeue signal).
+
+    In a SLURM batch job, :data:`SLURM_REQUEUE_SIGNAL` does the same and then
+    requeues the job (``scontrol requeue``, as Lightning does): the new job has the
+    same id, hence the same run folder, and its ``--resume auto`` continues the run.
     """
 
-    def __init__(self, checkpoints: RunCheckpoints, guard: NonFiniteGuard,
-                 signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)) -> None:
-        self.checkpoints, self.guard, self.signals = checkpoints, guard, signals
+    def __init__(self, checkpoints: RunCheckpoints, guard: NonFiniteGuard) -> None:
+        self.checkpoints, self.guard = checkpoints, guard
+        self.signals = (signal.SIGTERM, *((SLURM_REQUEUE_SIGNAL,) if SLURMEnvironment.detect() else ()))
         self.received: signal.Signals | None = None
         self._flag: torch.Tensor | None = None
         self._any_process_received = lambda: False
@@ -50,11 +61,14 @@ class StopOnSignal(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch,
                            batch_index: int) -> None:
-        if self._any_process_received():
-            path = self.checkpoints.save_last(trainer)
-            raise Preempted(f"stopped by {self.received.name if self.received else 'a signal to another process'} "
-                            f"after step {trainer.global_step}; {path} holds it. Run the same command with "
-                            "--resume auto to continue.")
+        if not self._any_process_received():
+            return
+        path = self.checkpoints.save_last(trainer)
+        name = self.received.name if self.received else "a signal to another process"
+        message = f"stopped by {name} after step {trainer.global_step}; {path} holds it."
+        if self.received == SLURM_REQUEUE_SIGNAL and SLURM_REQUEUE_SIGNAL in self.signals and trainer.is_global_zero:
+            message += " " + requeue_slurm_job()
+        raise Preempted(f"{message} Run the same command with --resume auto to continue.")
 
     def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         for number, handler in self._previous_handlers.items():
@@ -63,3 +77,23 @@ class StopOnSignal(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         self.teardown(trainer, module, "fit")  # Lightning skips teardown when fit raises
+
+
+def slurm_job_id() -> str:
+    """This SLURM job's id as ``scontrol`` names it: ``ARRAYJOB_TASK`` for a task of a job array."""
+    job = os.environ["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return job
+
+
+def requeue_slurm_job() -> str:
+    """Put this SLURM job back in the queue; a sentence saying how it went."""
+    job = slurm_job_id()
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"Requeueing SLURM job {job} failed ({error}); requeue it yourself."
+    if result.returncode != 0:
+        return f"Requeueing SLURM job {job} failed ({result.stderr.strip()}); requeue it yourself."
+    return f"SLURM job {job} is requeued."

@@ -156,12 +156,13 @@ def test_a_named_run_is_continued_only_by_resume_auto_and_its_own_settings(tmp_p
 @pytest.mark.parametrize("environment, name", [
     ({"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "c0ffee"}, "torchrun-c0ffee"),
     ({"SLURM_NTASKS": "2", "SLURM_JOB_ID": "4242"}, "slurm-4242"),
+    ({"SLURM_NTASKS": "1", "SLURM_JOB_ID": "4244"}, "slurm-4244"),  # one task: a requeued job finds it again
     ({"SLURM_NTASKS": "2", "SLURM_JOB_ID": "4243", "SLURM_ARRAY_JOB_ID": "4200", "SLURM_ARRAY_TASK_ID": "3"},
      "slurm-4200_3"),
 ])
 def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment, name, tmp_path, monkeypatch):
     for variable in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID",
-                     train.RUN_VERSION_VARIABLE):
+                     "SLURM_JOB_NAME"):
         monkeypatch.delenv(variable, raising=False)
     for variable, value in environment.items():
         monkeypatch.setenv(variable, value)
@@ -178,3 +179,11 @@ def test_torchrun_without_a_rendezvous_id_asks_for_a_run_name(tmp_path, monkeypa
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     with pytest.raises(ValueError, match="pass --run-name, or launch with torchrun --standalone"):
         train.run_directory(config_for("--output-dir", str(tmp_path)))
+
+
+def test_an_interactive_slurm_job_is_not_taken_for_a_launch(tmp_path, monkeypatch):
+    """Runs typed in ``srun --pty bash`` share its job id; each gets a version of its own."""
+    for variable, value in {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "9", "SLURM_JOB_NAME": "bash"}.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert train.run_directory(config_for("--output-dir", str(tmp_path)))[0].name == "version_0"
