@@ -413,9 +413,14 @@ def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
 
 
 def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, Path | None]:
-    """``--run-name``: the folder is this command's; it continues only with ``--resume auto``."""
+    """``--run-name``: the folder is this command's; it continues only with ``--resume auto``.
+
+    A folder without a checkpoint has nothing to lose or continue: the run starts in
+    it. (That is also what the other processes of a launch see while the first one
+    writes its config.yaml there.)
+    """
     last = run / "checkpoints" / "last.ckpt"
-    if not run.exists() or not any(run.iterdir()):
+    if not last.is_file():
         return run, None
     if not resume:
         raise ValueError(f"the run {run} exists already. Continue it with --resume auto, or choose another "
@@ -424,7 +429,7 @@ def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, 
     if recorded != settings:
         raise ValueError(f"cannot continue the run {run}: {differences(recorded, settings)}. Choose another "
                          "--run-name for these settings.")
-    return run, (last if last.is_file() else None)
+    return run, last
 
 
 def new_run(runs: Path) -> Path:
