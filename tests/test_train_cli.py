@@ -171,18 +171,35 @@ def test_diverging_weights_stop_training_with_the_step_named(data_dir, tmp_path)
     assert "Traceback" not in result.stderr
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(data_dir, tmp_path):
-    """SIGKILL at an arbitrary step; ``--resume auto`` restores weights, optimizer, data order and RNG."""
-    # 60 images in batches of 5: 12 steps an epoch, a checkpoint every 7 steps, mostly mid-epoch;
-    # dynamic binarization and the estimator both draw from the random stream.
-    settings = ("--max-steps", "600", "--batch-size", "5", "--checkpoint-every", "7", "--binarize", "dynamic",
-                "--trainer-arg", "enable_progress_bar=false")
-    whole = small_run(data_dir, tmp_path / "whole", *settings)
-    assert whole.returncode == 0, whole.stderr
+#: 60 images in batches of 5: 12 steps an epoch; dynamic binarization and the estimator both draw
+#: from the random stream. How often checkpoints are written does not change the weights.
+UNINTERRUPTED = ("--max-steps", "600", "--batch-size", "5", "--binarize", "dynamic",
+                 "--trainer-arg", "enable_progress_bar=false")
 
-    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path / "killed", *settings)]
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_mnist, tmp_path_factory) -> dict:
+    """The last checkpoint of a run that nothing interrupted."""
+    output = tmp_path_factory.mktemp("uninterrupted")
+    result = small_run(tiny_mnist, output, *UNINTERRUPTED)
+    assert result.returncode == 0, result.stderr
+    return torch.load(output / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def assert_same_weights_and_optimizer(final: dict, expected: dict) -> None:
+    assert final["global_step"] == expected["global_step"] == 600
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], tensor), name
+    for index, state in expected["optimizer_states"][0]["state"].items():
+        assert torch.equal(final["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(data_dir, tmp_path, uninterrupted):
+    """SIGKILL at an arbitrary step; ``--resume auto`` restores weights, optimizer, data order and RNG."""
+    settings = (*UNINTERRUPTED, "--checkpoint-every", "7")  # at multiples of 7 and of 12 (epoch ends)
+    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path, *settings)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
     killed_after = None
     while process.poll() is None:
         if last.exists() and (step := torch.load(last, weights_only=True)["global_step"]) >= 60:
@@ -194,16 +211,30 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(d
     assert killed_after is not None and process.returncode == -signal.SIGKILL, "the run ended before it was killed"
     assert torch.load(last, weights_only=True)["global_step"] < 600
 
-    resumed = small_run(data_dir, tmp_path / "killed", *settings, "--resume", "auto")
+    resumed = small_run(data_dir, tmp_path, *settings, "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr
-    expected = torch.load(tmp_path / "whole" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
-                          weights_only=True)
-    final = torch.load(last, weights_only=True)
-    assert final["global_step"] == expected["global_step"] == 600
-    for name, tensor in expected["state_dict"].items():
-        assert torch.equal(final["state_dict"][name], tensor), name
-    for index, state in expected["optimizer_states"][0]["state"].items():
-        assert torch.equal(final["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
+    assert_same_weights_and_optimizer(torch.load(last, weights_only=True), uninterrupted)
+
+
+def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_dir, tmp_path, uninterrupted):
+    """A scheduler's SIGTERM: the run saves the step it is at, exits 143, and the requeued command continues it."""
+    settings = (*UNINTERRUPTED, "--resume", "auto")  # one command for every launch of the job
+    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path, *settings)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    while process.poll() is None and not last.exists():  # the first epoch's end: step 12
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    saved = torch.load(last, weights_only=True)["global_step"]
+    assert 12 < saved < 600 and saved % 12, "the checkpoint is of the step SIGTERM arrived at, not an epoch's end"
+    assert f"stopped by SIGTERM after step {saved}" in stderr and "--resume auto" in stderr
+    assert "Traceback" not in stderr
+
+    resumed = small_run(data_dir, tmp_path, *settings)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights_and_optimizer(torch.load(last, weights_only=True), uninterrupted)
 
 
 def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path, monkeypatch):
@@ -273,32 +304,3 @@ def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_pa
     resumed = train(*ddp, "--max-steps", "6", "--resume", "auto", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(last, weights_only=True)["global_step"] == 6
-
-
-def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_dir, tmp_path):
-    """A scheduler's SIGTERM: the run saves the step it is at, exits 143, and the requeued command continues it."""
-    settings = ("--max-steps", "600", "--batch-size", "5", "--checkpoint-every", "1000", "--binarize", "dynamic",
-                "--resume", "auto", "--trainer-arg", "enable_progress_bar=false")
-    command = [sys.executable, "train.py", *small_run_arguments(data_dir, tmp_path / "stopped", *settings)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "stopped" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
-    while process.poll() is None and not last.exists():  # the first epoch's end: step 12
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    saved = torch.load(last, weights_only=True)["global_step"]
-    assert 12 < saved < 600 and saved % 12, "the checkpoint is of the step SIGTERM arrived at, not an epoch's end"
-    assert f"stopped by SIGTERM after step {saved}" in stderr and "--resume auto" in stderr
-    assert "Traceback" not in stderr
-
-    resumed = small_run(data_dir, tmp_path / "stopped", *settings)  # the same command, as a requeued job runs it
-    assert resumed.returncode == 0, resumed.stderr
-    whole = small_run(data_dir, tmp_path / "whole", *settings)
-    assert whole.returncode == 0, whole.stderr
-    expected = torch.load(tmp_path / "whole" / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
-                          weights_only=True)
-    final = torch.load(last, weights_only=True)
-    assert final["global_step"] == expected["global_step"] == 600
-    for name, tensor in expected["state_dict"].items():
-        assert torch.equal(final["state_dict"][name], tensor), name
