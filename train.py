@@ -24,6 +24,7 @@ the current step and exits with status 143.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -402,14 +403,15 @@ def run_directory(config: dict[str, Any]) -> tuple[Path, Path | None]:
             raise ValueError(f"--resume: no checkpoint file at {checkpoint}.")
         if checkpoint.parent.name == "checkpoints":
             return checkpoint.parent.parent, checkpoint
-        return new_run(runs), checkpoint
+        return new_run(runs, settings), checkpoint
     if config["run_name"] is not None:
         return named_run(runs / config["run_name"], settings, resume == "auto")
     if resume == "auto":
-        for run in sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime, reverse=True):
-            if recorded_settings(run.parent.parent) == settings:
-                return run.parent.parent, run
-    return new_run(runs), None
+        newest_first = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime, reverse=True)
+        for last in newest_first:
+            if recorded_settings(last.parent.parent) == settings:
+                return last.parent.parent, last
+    return new_run(runs, settings), None
 
 
 def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, Path | None]:
@@ -432,10 +434,10 @@ def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, 
     return run, last
 
 
-def new_run(runs: Path) -> Path:
-    """A folder for a new run under ``runs``, the same for every process of the launch."""
+def new_run(runs: Path, settings: dict[str, Any]) -> Path:
+    """A folder for a new run of ``settings`` under ``runs``, the same for every process of the launch."""
     if RUN_VERSION_VARIABLE not in os.environ:
-        launch = launch_name()
+        launch = launch_name(settings)
         if launch is not None:
             if (runs / launch / "checkpoints" / "last.ckpt").exists():
                 raise ValueError(f"this launch's run {runs / launch} has a checkpoint already: continue it with "
@@ -447,14 +449,16 @@ def new_run(runs: Path) -> Path:
     return runs / f"version_{os.environ[RUN_VERSION_VARIABLE]}"
 
 
-def launch_name() -> str | None:
+def launch_name(settings: dict[str, Any]) -> str | None:
     """The folder name that the processes of a ``torchrun`` or ``srun`` launch share; None otherwise.
 
     Those processes start together and cannot hand each other a ``version_N`` before
     training connects them, so each derives the name from what its launcher set
-    alike in all of them: torchrun's rendezvous id, or SLURM's job (and array task)
-    id. A SLURM batch job that is requeued keeps its id, so it finds its run again;
-    an interactive one (job name ``bash`` or ``interactive``) is not taken for one.
+    alike in all of them, torchrun's rendezvous id or SLURM's job (and array task)
+    id, and from the run's ``settings`` (a short hash), so that one job may train
+    several runs. A SLURM batch job that is requeued keeps its id, so it finds its
+    run again; an interactive one (job name ``bash`` or ``interactive``) is not taken
+    for one.
     """
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -465,10 +469,13 @@ def launch_name() -> str | None:
         if run_id == "none":
             raise ValueError("torchrun without a rendezvous id gives its processes no shared run name: pass "
                              "--run-name, or launch with torchrun --standalone (or --rdzv-id).")
-        return f"torchrun-{run_id}"
-    if SLURMEnvironment.detect() and "SLURM_JOB_ID" in os.environ:
-        return f"slurm-{slurm_job_id()}"
-    return None
+        launch = f"torchrun-{run_id}"
+    elif SLURMEnvironment.detect() and "SLURM_JOB_ID" in os.environ:
+        launch = f"slurm-{slurm_job_id()}"
+    else:
+        return None
+    digest = hashlib.sha256(yaml.safe_dump(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{launch}-{digest}"
 
 
 def check_checkpoint(path: Path) -> None:

@@ -78,7 +78,7 @@ def test_torchrun_and_srun_launches_write_one_folder_and_resume_exactly(images, 
         for status, stderr in finish(slurm_processes(images, tmp_path / "srun", "--max-steps", steps)):
             assert status == 0, stderr[-3000:]
     run = only_run(tmp_path / "srun")
-    assert run.name == f"slurm-{SLURM_JOB}"
+    assert run.name.startswith(f"slurm-{SLURM_JOB}-")
 
     expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -97,12 +97,12 @@ def test_slurms_requeue_signal_saves_the_step_and_requeues_the_job(images, tmp_p
     path = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
     (process,) = slurm_processes(images, tmp_path / "out", "--max-steps", "600", "--batch-size", "5",
                                  tasks=1, environment={"PATH": path})
-    last = tmp_path / "out" / "vae-mnist-reinmax" / f"slurm-{SLURM_JOB}" / "checkpoints" / "last.ckpt"
-    while process.poll() is None and not last.exists():
+    runs = tmp_path / "out" / "vae-mnist-reinmax"
+    while process.poll() is None and not list(runs.glob("slurm-*/checkpoints/last.ckpt")):
         time.sleep(0.02)
     process.send_signal(signal.SIGUSR1)
     ((status, stderr),) = finish([process])
     assert status == 143, stderr[-3000:]
-    step = torch.load(last, weights_only=True)["global_step"]
+    step = torch.load(only_run(tmp_path / "out") / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert f"stopped by SIGUSR1 after step {step}" in stderr and f"SLURM job {SLURM_JOB} is requeued" in stderr
     assert calls.read_text() == f"requeue {SLURM_JOB}\n"

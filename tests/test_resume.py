@@ -168,8 +168,11 @@ def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment
         monkeypatch.setenv(variable, value)
     make_run(tmp_path / "vae-mnist-reinmax" / "version_0", config_for("--output-dir", str(tmp_path), "--seed", "1"))
     config = config_for("--output-dir", str(tmp_path))
-    assert train.run_directory(config) == (tmp_path / "vae-mnist-reinmax" / name, None)
-    make_run(tmp_path / "vae-mnist-reinmax" / name, config)
+    run, checkpoint = train.run_directory(config)
+    assert run.name.startswith(f"{name}-") and checkpoint is None
+    assert train.run_directory(config_for("--output-dir", str(tmp_path), "--max-steps", "9"))[0] == run
+    assert train.run_directory(config_for("--output-dir", str(tmp_path), "--seed", "2"))[0] != run  # a job's 2nd run
+    make_run(run, config)
     with pytest.raises(ValueError, match="has a checkpoint already: continue it with --resume auto"):
         train.run_directory(config)
 
