@@ -587,6 +587,19 @@ def describe_batch(per_process: int, processes: int) -> str:
             "the learning rate and the step budget are as given, not scaled")
 
 
+def leave_process_group() -> None:
+    """Let the processes of a finished run exit together.
+
+    A process of a ``torchrun`` or ``srun`` launch that exits while another still
+    holds a connection to its rendezvous store can make that one abort.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def save_config(config: dict[str, Any], run: Path, argv: list[str] | None, processes: int = 1) -> None:
     """The resolved settings, the command as typed, the processes and global batch, and the library
     versions, beside the run's events."""
@@ -638,6 +651,7 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
                   f"{describe_batch(config['batch_size'], trainer.world_size)}", flush=True)
         # Checkpoints hold tensors and plain values only: load them without unpickling code.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        leave_process_group()
     except InvalidLogitsError as error:
         if trainer is None:
             raise

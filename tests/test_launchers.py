@@ -1,14 +1,16 @@
 """Launchers other than Lightning's: torchrun and srun runs share one folder and resume it exactly.
 
 srun cannot run here; its processes are started by hand with the environment it
-sets. Both launches train the same 2-process CPU run (gloo), so the run that one
-launcher interrupted and resumed must end with the other's uninterrupted weights.
+sets. Every launch trains the same 2-process CPU run (gloo), so a run that torchrun
+or srun stopped and resumed must end with the weights of Lightning's own
+uninterrupted ``--devices 2`` run.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,13 +52,20 @@ def torchrun(images: Path, output: Path, *extra: str) -> None:
 
 def slurm_processes(images: Path, output: Path, *extra: str, tasks: int = 2,
                     environment: dict[str, str] | None = None) -> list[subprocess.Popen]:
-    """``tasks`` processes with the variables srun gives the tasks of job SLURM_JOB on one node."""
+    """``tasks`` processes with the variables srun gives the tasks of job SLURM_JOB on one node.
+
+    The rendezvous port is a free one, not the one Lightning derives from the job id,
+    which the previous launch of the same job may still hold for a moment.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
     return [subprocess.Popen(
         [sys.executable, *arguments(images, output, "--devices", str(tasks), *extra)], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=clean_environment(SLURM_JOB_ID=SLURM_JOB, SLURM_JOB_NAME="zoo", SLURM_NTASKS=str(tasks),
                               SLURM_NTASKS_PER_NODE=str(tasks), SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
-                              SLURM_NODEID="0", SLURM_NODELIST="127.0.0.1", **(environment or {})))
+                              SLURM_NODEID="0", SLURM_NODELIST="127.0.0.1", MASTER_PORT=port, **(environment or {})))
         for rank in range(tasks)]
 
 
@@ -70,21 +79,25 @@ def only_run(output: Path) -> Path:
 
 
 def test_torchrun_and_srun_launches_write_one_folder_and_resume_exactly(images, tmp_path):
-    torchrun(images, tmp_path / "torchrun", "--max-steps", "10")
-    whole = only_run(tmp_path / "torchrun")
-    assert whole.name.startswith("torchrun-")
+    reference = tmp_path / "lightning"
+    result = subprocess.run([sys.executable, *arguments(images, reference, "--devices", "2", "--max-steps", "10")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_environment())
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = torch.load(only_run(reference) / "checkpoints" / "last.ckpt", weights_only=True)
 
-    for steps in ("4", "10"):  # interrupted by its budget, then the same command continues it
-        for status, stderr in finish(slurm_processes(images, tmp_path / "srun", "--max-steps", steps)):
-            assert status == 0, stderr[-3000:]
-    run = only_run(tmp_path / "srun")
-    assert run.name.startswith(f"slurm-{SLURM_JOB}-")
-
-    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
-    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["global_step"] == expected["global_step"] == 10
-    for name, tensor in expected["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][name], tensor), name
+    for launcher in ("torchrun", "srun"):
+        for steps in ("4", "10"):  # stopped by its budget in mid-epoch, then the same command continues it
+            if launcher == "torchrun":
+                torchrun(images, tmp_path / launcher, "--max-steps", steps)
+            else:
+                for status, stderr in finish(slurm_processes(images, tmp_path / launcher, "--max-steps", steps)):
+                    assert status == 0, stderr[-3000:]
+        run = only_run(tmp_path / launcher)
+        assert run.name.startswith("torchrun-" if launcher == "torchrun" else f"slurm-{SLURM_JOB}-")
+        resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert resumed["global_step"] == expected["global_step"] == 10
+        for name, tensor in expected["state_dict"].items():
+            assert torch.equal(resumed["state_dict"][name], tensor), (launcher, name)
 
 
 def test_slurms_requeue_signal_saves_the_step_and_requeues_the_job(images, tmp_path):
