@@ -1,0 +1,158 @@
+"""Every flag and YAML setting of train.py, and the other command-line tools, fed junk.
+
+Each value either trains (for at most one step) or is refused with exit status 2 and
+one ``PROG: error:`` line that names the flag, the setting or the file; never a
+traceback, and never anything in the output folder that a legal run would not write.
+The junk is generated from the parser's own actions and the settings' defaults, so
+a new flag or setting is swept without editing this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+import train
+
+#: What a legal run may write under its output folder (its run folder's contents).
+RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
+             "images")
+QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false",
+         "--trainer-arg", "num_sanity_val_steps=0"]
+NUMBERS = ["", "-5", "0", "nan", "inf", "-inf", "1e999", "9" * 30, "three"]
+NAMES = ["", "bogus", "0", "-1"]
+KEY_VALUES = ["", "novalue", "=1", "unknown_key=1", "key=[unclosed"]
+FILE_FLAGS = {"config", "resume"}  # flags that name a file; --data-dir and --output-dir name folders
+FOLDER_FLAGS = {"data_dir", "output_dir"}
+
+
+class Files:
+    """Paths of the kinds a file or folder flag may be given wrongly."""
+
+    def __init__(self, root: Path, checkpoint: Path) -> None:
+        self.root = root
+        (root / "a-folder").mkdir()
+        (root / "text.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+        (root / "empty").write_bytes(b"")
+        (root / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
+
+    def junk(self) -> list[str]:
+        return [str(self.root / name) for name in ("missing", "a-folder", "text.txt", "empty", "truncated.ckpt")]
+
+
+def values_for(action: argparse.Action, files: Files) -> list[str]:
+    """Junk that fits what ``action`` takes."""
+    if action.dest in FILE_FLAGS | FOLDER_FLAGS:
+        return files.junk()
+    if action.dest.endswith("_args"):
+        return KEY_VALUES
+    if action.choices is not None:
+        return ["", "bogus"]
+    if action.type in (int, float) or getattr(action.type, "__name__", "").endswith("int"):
+        return NUMBERS
+    return NAMES
+
+
+def flag_cases(files: Files) -> Iterator[tuple[str, list[str]]]:
+    for action in train.build_parser()._actions:
+        if action.option_strings and action.nargs != 0:
+            for value in values_for(action, files):
+                yield f"{action.option_strings[0]} {value!r}", [action.option_strings[0], value]
+
+
+def yaml_values(default) -> list:
+    numbers = [-5, 0, math.nan, math.inf, 10**30, "three", [1, 2], {"a": 1}]
+    if isinstance(default, dict):
+        return ["bogus", [1], {"unknown_key": 1}]
+    return ["bogus", "", *numbers] if default is None or isinstance(default, (int, float)) else ["bogus", "", 0, [1]]
+
+
+def yaml_cases(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    for key, default in train.DEFAULTS.items():
+        if key in ("resume", "output_dir", "data_dir", "model"):  # files, and the model: swept as flags
+            continue
+        for index, value in enumerate(yaml_values(default)):
+            path = folder / f"{key}-{index}.yaml"
+            path.write_text(yaml.safe_dump({key: value}))
+            yield f"yaml {key}: {value!r}", ["--config", str(path)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_mnist) -> Files:
+    root = tmp_path_factory.mktemp("junk")
+    output = root / "legal"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(train.RUN_VERSION_VARIABLE, "0")  # main() hands it on through the environment
+        assert train.main([*base_arguments(tiny_mnist, output)]) == 0
+    (checkpoint,) = output.glob("*/*/checkpoints/last.ckpt")
+    return Files(root, checkpoint)
+
+
+def base_arguments(data: Path, output: Path) -> list[str]:
+    return ["--data", "mnist", "--data-dir", str(data), "--output-dir", str(output), "--accelerator", "cpu",
+            "--devices", "1", "--max-steps", "1", "--latents", "2", "--categories", "3",
+            "--model-arg", "hidden_sizes=[4]", *QUIET]
+
+
+def outcome(main: Callable[[list[str]], int], arguments: list[str], capsys) -> tuple[int, str]:
+    """The exit status and standard error of ``main(arguments)``; an exception fails the test."""
+    try:
+        status = main(arguments)
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    return status, capsys.readouterr().err
+
+
+def check(case: str, status: int, stderr: str, program: str, names: list[str]) -> list[str]:
+    """What is wrong with the outcome of ``case``: nothing when it trained or was refused cleanly."""
+    problems = []
+    if "Traceback" in stderr:
+        problems.append("a traceback")
+    if status == 0:
+        return problems
+    errors = [line for line in stderr.splitlines() if line.startswith(f"{program}: error:")]
+    if status != 2 or len(errors) != 1:
+        return [*problems, f"exit {status} with {len(errors)} '{program}: error:' lines: {stderr[-300:]!r}"]
+    if not any(name in errors[0] for name in names):
+        problems.append(f"the error names none of {names}: {errors[0]!r}")
+    return problems
+
+
+def written_outside_a_run(output: Path) -> list[str]:
+    if not output.exists():
+        return []
+    return [str(path.relative_to(output)) for path in output.rglob("*")
+            if path.is_file() and not path.name.startswith(RUN_FILES)]
+
+
+def test_every_flag_and_setting_given_junk_trains_or_is_refused_in_one_line(files, tiny_mnist, tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anything written to the working directory shows up here
+    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "")
+    failures = []
+    yaml_folder = tmp_path / "yaml"
+    yaml_folder.mkdir()
+    for index, (case, extra) in enumerate([*flag_cases(files), *yaml_cases(yaml_folder)]):
+        monkeypatch.delenv(train.RUN_VERSION_VARIABLE, raising=False)
+        output = tmp_path / f"out-{index}"
+        arguments = [*base_arguments(tiny_mnist, output), *extra]
+        if extra[0] == "--output-dir":
+            output = Path(extra[1])
+        try:
+            status, stderr = outcome(train.main, arguments, capsys)
+        except Exception as error:  # noqa: BLE001 - any exception is what the sweep looks for
+            failures.append(f"{case}: {type(error).__name__}: {error}")
+            continue
+        key = extra[0].lstrip("-").replace("-", "_") if not case.startswith("yaml") else case.split()[1][:-1]
+        names = [extra[0], key, key.replace("_", "-"), *extra[1:]]
+        failures += [f"{case}: {problem}" for problem in check(case, status, stderr, "train.py", names)]
+        if status != 0 and output.exists() and written_outside_a_run(output):
+            failures.append(f"{case}: wrote {written_outside_a_run(output)}")
+    stray = sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(("out-", "yaml")))
+    assert not stray, f"written to the working directory: {stray}"
+    assert not failures, "\n".join(failures)
