@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.models import list_models
 
     parser = argparse.ArgumentParser(
+        prog="train.py",  # also when run in-process or with python -m
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
@@ -181,8 +183,78 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
         key, separator, value = pair.partition("=")
         if not separator or not key:
             raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        parsed[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            parsed[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{flag} {pair!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from error
     return parsed
+
+
+#: The largest size a torch dimension holds; larger ones overflow before anything is allocated.
+MAX_SIZE = 2**31 - 1
+
+
+def _integer(low: int, high: int = MAX_SIZE) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(low: float = -math.inf, strictly_above: bool = False) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        return value > low if strictly_above else value >= low
+    return check
+
+
+def _devices(value: Any) -> bool:
+    """``auto``, a count (-1: all), or device indices (``0,1`` or a list)."""
+    if isinstance(value, list):
+        return bool(value) and all(_integer(0)(index) for index in value)
+    text = str(value).strip()
+    if text in ("auto", "-1"):
+        return True
+    if "," in text:
+        return all(part.strip().isdigit() for part in text.split(","))
+    return text.isdigit() and int(text) >= 1
+
+
+FLOAT_SETTINGS = ("tau", "tau_end", "pnorm", "lr", "gradient_clip_val")
+_IS_STRING = (lambda value: isinstance(value, str) and value != "", "a non-empty string")
+_IS_MAPPING = (lambda value: isinstance(value, dict), "a mapping of KEY: VALUE")
+#: What each setting may be, whether it comes from a flag or the YAML file (``None``: unset, where the
+#: default is unset). The flags' own types check the same on the command line; the YAML file has none.
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("batch_size", "categories", "latents", "num_samples", "tau_duration"),
+                    (_integer(1), f"an integer from 1 to {MAX_SIZE}")),
+    **dict.fromkeys(("val_size", "checkpoint_every", "grad_quality_every"),
+                    (_integer(0), f"an integer from 0 to {MAX_SIZE}")),
+    **dict.fromkeys(("max_epochs", "max_steps"), (_integer(-1, 2**63 - 1), "an integer >= -1 (-1: no limit)")),
+    "seed": (_integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
+    "lr": (_number(0, strictly_above=True), "a positive finite number"),
+    **dict.fromkeys(("tau", "tau_end", "pnorm"), (_number(), "a finite number")),
+    "gradient_clip_val": (_number(0), "a finite number >= 0"),
+    "devices": (_devices, "auto, a positive number of devices, -1 for all, or device indices such as 0,1"),
+    **dict.fromkeys(("model", "estimator", "data", "data_dir", "output_dir", "resume", "run_name",
+                     "from_pretrained", "genotype", "precision", "accelerator", "strategy"), _IS_STRING),
+    **dict.fromkeys(("model_options", "estimator_options", "trainer", "grad_quality"), _IS_MAPPING),
+}
+
+
+def check_settings(config: dict[str, Any]) -> None:
+    """Refuse a setting of the wrong type or range, naming it, before anything is built."""
+    rules = dict(SETTING_RULES)
+    for action in build_parser()._actions:
+        if action.choices:  # the flags' choices, which a YAML file's values do not pass through
+            rules[action.dest] = (lambda value, valid=action.choices: isinstance(value, str) and value in valid,
+                                  f"one of {', '.join(action.choices)}")
+    for key, value in config.items():
+        if key not in rules or (value is None and DEFAULTS.get(key) is None):
+            continue
+        valid, description = rules[key]
+        if not valid(value):
+            raise ValueError(f"setting {key} (--{key.replace('_', '-')}): must be {description}, got {value!r}.")
+        if key in FLOAT_SETTINGS:
+            config[key] = float(value)  # a YAML integer as large as 10**30 would overflow torch's int64
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,19 +265,24 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         config_path = given.pop("config")
         try:
             from_file = yaml.safe_load(config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             raise ValueError(f"cannot read the config file {config_path}: {error}") from error
-        unknown = sorted(set(from_file) - set(DEFAULTS))
+        if not isinstance(from_file, dict):
+            raise ValueError(f"the config file {config_path} is not a YAML mapping of settings (KEY: VALUE "
+                             f"lines); valid settings: {', '.join(DEFAULTS)}.")
+        unknown = sorted(set(map(str, from_file)) - set(DEFAULTS))
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {', '.join(unknown)} in {config_path}; "
                 f"valid settings: {', '.join(DEFAULTS)}."
             )
         config.update(from_file)
+        check_settings(config)  # before the flags' options are merged into its mappings
     for target, section in (("model", "model_options"), ("estimator", "estimator_options"),
                             ("trainer", "trainer")):
         config[section].update(key_values(given.pop(f"{target}_args", []), f"--{target}-arg"))
     config.update(given)
+    check_settings(config)
     if config["from_pretrained"]:
         start_from_release(config, given)
     check_names(config)
@@ -222,7 +299,10 @@ def start_from_release(config: dict[str, Any], given: dict[str, Any]) -> None:
     if config["resume"] not in (None, "auto"):
         raise ValueError("--from-pretrained starts a new run from released weights; --resume PATH continues a "
                          "run. Pass one of them (--resume auto may go with it).")
-    release = get_release(config["from_pretrained"])
+    try:
+        release = get_release(config["from_pretrained"])
+    except ValueError as error:
+        raise ValueError(f"--from-pretrained: {error}") from error
     if "model" in given and given["model"] != release.model:
         raise ValueError(f"release {release.name!r} is a {release.model!r} model, not {given['model']!r}; "
                          "drop --model.")
@@ -480,18 +560,16 @@ def launch_name(settings: dict[str, Any]) -> str | None:
 
 def check_checkpoint(path: Path) -> None:
     """Refuse a checkpoint that does not load as tensors and plain values, before training."""
-    import pickle
-
     import torch
 
     try:
         torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+    except Exception as error:  # noqa: BLE001 - whatever fails to load (a text file: IndexError) is no checkpoint
         others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
         hint = f"; other checkpoints beside it: {', '.join(others)}" if others else ""
         raise ValueError(
             f"cannot resume from {path}: it is corrupt, truncated or not a checkpoint of this "
-            f"project ({str(error).splitlines()[0]}). Pass another with --resume PATH{hint}, "
+            f"project ({(str(error).splitlines() or [type(error).__name__])[0]}). Pass another with --resume PATH{hint}, "
             "or start a new run without --resume."
         ) from error
 
@@ -562,6 +640,28 @@ def build_trainer(config: dict[str, Any], run: Path, model, callbacks: Sequence[
     return trainer
 
 
+def check_model_fits(config: dict[str, Any]) -> None:
+    """Refuse a model whose parameters would not fit in this machine's memory, before allocating any.
+
+    The model is built on PyTorch's meta device, which records shapes only. Its
+    parameters, their gradients and two optimizer moments take 16 bytes each.
+    """
+    import torch
+
+    with torch.device("meta"):
+        parameters = sum(parameter.numel() for parameter in build_model(config).parameters())
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: nothing to compare with
+        return
+    if 16 * parameters > memory:
+        sizes = ", ".join(f"--{key.replace('_', '-')} {config[key]}" for key in ("latents", "categories")
+                          if config.get(key) is not None) or "its --model-arg sizes"
+        raise ValueError(f"model {config['model']!r} would have {parameters:,} parameters: with their gradients "
+                         f"and optimizer state {16 * parameters / 2**30:,.0f} GiB, more than this machine's "
+                         f"{memory / 2**30:,.0f} GiB of memory. Choose smaller sizes ({sizes}).")
+
+
 def find_unused_parameters_if_needed(trainer, model) -> None:
     """Let DDP find the parameters a step leaves unused, if the model has such steps.
 
@@ -585,6 +685,13 @@ def describe_batch(per_process: int, processes: int) -> str:
         return f"batch: {per_process}"
     return (f"global batch: {per_process * processes} ({per_process} per process x {processes} processes); "
             "the learning rate and the step budget are as given, not scaled")
+
+
+def out_of_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is an allocation that failed: a GPU's out-of-memory error, or the CPU allocator's."""
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
 
 
 def leave_process_group() -> None:
@@ -635,6 +742,7 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
         import lightning as L
 
         L.seed_everything(config["seed"], workers=True, verbose=False)
+        check_model_fits(config)
         model = build_model(config)
         if config["from_pretrained"] and checkpoint is None:
             from zoo.pretrained import get_release, load_weights, read_weights, weights_file
@@ -664,6 +772,13 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
         parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
     except Preempted as error:
         parser.exit(EXIT_STATUS, f"{parser.prog}: {error}\n")
+    except RuntimeError as error:
+        if not out_of_memory(error):
+            raise
+        step = f" at step {trainer.global_step}" if trainer is not None else ""
+        parser.exit(2, f"{parser.prog}: error: out of memory{step}: {str(error).splitlines()[0]}. Lower "
+                       "--batch-size or --num-samples, or the model's sizes. The checkpoints already written are "
+                       "kept.\n")
     return 0
 
 

@@ -39,10 +39,15 @@ def measure(release: Release, model: L.LightningModule, data_dir: str | None = N
     return {metric: float(results[metric]) for metric in release.metrics}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help="a release, e.g. from zoo.list_pretrained()")
     parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         release = get_release(args.name)

@@ -18,18 +18,24 @@ from zoo.models import ListOpsParser
 from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo.parse", description=__doc__.split("\n\n")[0])
     parser.add_argument("expression", help='a ListOps expression, e.g. "[MAX 2 9 [MIN 4 7 ] 0 ]"')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pretrained", metavar="NAME", help="a released parser, e.g. listops-reinmax")
     source.add_argument("--checkpoint", help="a checkpoint written by train.py --model listops")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         truth = value(parse(args.expression))
     except ExpressionError as error:
         parser.error(f"malformed expression: {error}")
-    model = load_release(parser, args.pretrained) if args.pretrained else load_checkpoint(parser, args.checkpoint)
+    model = (load_release(parser, args.pretrained) if args.pretrained is not None
+             else load_checkpoint(parser, args.checkpoint))
     prediction, tree = model.parse(args.expression)
     print(f"predicted: {prediction}   true value: {truth}")
     print(f"tree:      {tree}")
@@ -44,7 +50,7 @@ def load_release(parser: argparse.ArgumentParser, name: str) -> ListOpsParser:
                          f"{', '.join(list_pretrained('listops*')) or 'none'}")
         return load_pretrained(name)
     except PretrainedError as error:
-        parser.error(str(error))
+        parser.error(f"--pretrained: {error}")
 
 
 def load_checkpoint(parser: argparse.ArgumentParser, checkpoint: str) -> ListOpsParser:

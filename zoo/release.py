@@ -39,8 +39,18 @@ def release_metric(model_class: type) -> str:
 def trained_model(run: Path, checkpoint: Path | None = None
                   ) -> tuple[dict[str, Any], dict[str, Any], L.LightningModule]:
     """A train.py run's ``config.yaml``, its checkpoint (read as tensors only) and the model it holds."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    saved = torch.load(checkpoint or run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run} is not a train.py run folder: it has no config.yaml.")
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read {run / 'config.yaml'}: {error}") from error
+    checkpoint = checkpoint or run / "checkpoints" / "last.ckpt"
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever fails to load is no checkpoint to release
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"cannot read the checkpoint {checkpoint}: {reason}.") from error
     saved["hyper_parameters"] = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as in JSON
     model = get_model_class(config["model"])(**saved["hyper_parameters"])
     model.load_state_dict(saved["state_dict"])
@@ -71,6 +81,7 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
     from safetensors.torch import save_file
 
     manifest = MANIFEST if manifest is None else manifest
+    manifest_document(manifest)  # a manifest that cannot take the entry is refused before anything is written
     config, saved, model = trained_model(run, checkpoint)
     model_class = type(model)
     hyper_parameters = saved["hyper_parameters"]
@@ -125,9 +136,24 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
     return entry
 
 
+def manifest_document(manifest: Path) -> dict[str, Any]:
+    """The manifest's JSON document, or a new one if there is no file."""
+    if manifest.is_dir():
+        raise ValueError(f"--manifest {manifest} is a folder; pass the manifest.json file to add the release to.")
+    if not manifest.exists():
+        return {"schema": 1, "releases": {}}
+    try:
+        document = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the manifest {manifest}: {error}") from error
+    if not isinstance(document, dict) or not isinstance(document.get("releases"), dict):
+        raise ValueError(f"{manifest} is not a release manifest: it has no 'releases' mapping.")
+    return document
+
+
 def write_entry(manifest: Path, name: str, entry: dict[str, Any]) -> None:
     """Add or replace one entry; the manifest is rewritten atomically."""
-    document = json.loads(manifest.read_text()) if manifest.is_file() else {"schema": 1, "releases": {}}
+    document = manifest_document(manifest)
     document["releases"][name] = entry
     document["releases"] = dict(sorted(document["releases"].items()))
     partial = manifest.with_name(f".{manifest.name}.partial")
@@ -135,7 +161,7 @@ def write_entry(manifest: Path, name: str, entry: dict[str, Any]) -> None:
     os.replace(partial, manifest)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo.release", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a train.py run folder (with config.yaml and checkpoints/)")
     parser.add_argument("--name", required=True)
@@ -147,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="default: the run's checkpoints/last.ckpt")
     parser.add_argument("--manifest", type=Path, help="default: the repository's checkpoints/manifest.json")
     parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
                         args.data_dir, args.found_by)
-    except ValueError as error:  # the run, the search run or a loaded file does not fit: the message says how
+    except (ValueError, FileNotFoundError) as error:  # a file or the data does not fit: the message says how
         parser.error(str(error))
     print(json.dumps({args.name: entry}, indent=1))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 from pathlib import Path
 
 from .expressions import OPEN, depth, paper_length, parse
@@ -39,19 +40,43 @@ def stats(args: argparse.Namespace) -> None:
         print("  operators: " + ", ".join(f"{op[1:]}: {100 * n / total:.1f}%" for op, n in sorted(operators.items())))
 
 
-def main() -> None:
+#: The most examples a split may ask for: ten times the published training set, minutes to generate.
+MAX_EXAMPLES = 1_000_000
+
+
+def example_count(text: str) -> int:
+    """A number of examples: refused before generating when it is not a count this tool can make."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of examples, got {text!r}") from None
+    if not 1 <= count <= MAX_EXAMPLES:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_EXAMPLES:,} examples, got {count}")
+    return count
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datamodules.listops", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     writer = commands.add_parser("generate", help="write train/valid/test.tsv, de-duplicated as one pool")
     writer.add_argument("--out", type=Path, required=True)
     for split, size in DEFAULT_SIZES.items():
-        writer.add_argument(f"--{split}", type=int, default=size, help=f"examples (default {size})")
+        writer.add_argument(f"--{split}", type=example_count, default=size, help=f"examples (default {size})")
     writer.add_argument("--seed", type=int, default=0)
     reader = commands.add_parser("stats", help="histograms of ListOps files")
     reader.add_argument("files", nargs="+", type=Path)
-    args = parser.parse_args()
-    {"generate": generate, "stats": stats}[args.command](args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        {"generate": generate, "stats": stats}[args.command](args)
+    except (OSError, ValueError) as error:  # a file that is missing, unreadable or not ListOps: the message names it
+        parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,12 +29,15 @@ def read_examples(path: str | Path, check_labels: bool = True) -> list[Example]:
     if not path.is_file():
         raise FileNotFoundError(f"no ListOps file at {path}")
     examples = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            try:
-                examples.append(_parse_line(line, check_labels))
-            except (ExpressionError, ValueError) as error:
-                raise ListOpsFileError(f"{path}, line {number}: {error}") from None
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    examples.append(_parse_line(line, check_labels))
+                except (ExpressionError, ValueError) as error:
+                    raise ListOpsFileError(f"{path}, line {number}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ListOpsFileError(f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start})") from None
     if not examples:
         raise ListOpsFileError(f"{path}: no examples")
     return examples
