@@ -198,12 +198,9 @@ def _integer(low: int, high: int = MAX_SIZE) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _number(low: float = -math.inf, strictly_above: bool = False) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return False
-        return value > low if strictly_above else value >= low
-    return check
+def _number(low: float = -math.inf) -> Callable[[Any], bool]:
+    return (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= low)
 
 
 def _devices(value: Any) -> bool:
@@ -230,7 +227,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                     (_integer(0), f"an integer from 0 to {MAX_SIZE}")),
     **dict.fromkeys(("max_epochs", "max_steps"), (_integer(-1, 2**63 - 1), "an integer >= -1 (-1: no limit)")),
     "seed": (_integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
-    "lr": (_number(0, strictly_above=True), "a positive finite number"),
+    "lr": (_number(0), "a finite number >= 0"),  # 0 trains nothing, as a check of the rest may want
     **dict.fromkeys(("tau", "tau_end", "pnorm"), (_number(), "a finite number")),
     "gradient_clip_val": (_number(0), "a finite number >= 0"),
     "devices": (_devices, "auto, a positive number of devices, -1 for all, or device indices such as 0,1"),
