@@ -112,7 +112,7 @@ class EpochRecord(L.Callback):
             return
         metrics = trainer.callback_metrics
         entry = {"epoch": trainer.current_epoch + 1, "seconds": time.perf_counter() - self._start,
-                 "test_accuracy": float(metrics["valid/accuracy"])}
+                 "test_accuracy": float(metrics["val/accuracy"])}
         if isinstance(module, GDASSearch):
             entry.update(genotype=str(module.genotype), tau=module.estimator.tau,
                          alpha_softmax=module.alpha.detach().softmax(-1).tolist())
@@ -145,7 +145,7 @@ def search(args: argparse.Namespace) -> None:
 
 def retrain(args: argparse.Namespace) -> None:
     """``train.py --model nas-net`` on Fashion-MNIST, so that the run is also a release candidate."""
-    import train
+    from zoo import train
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if args.genotype == "random":
@@ -161,7 +161,7 @@ def retrain(args: argparse.Namespace) -> None:
     train.main(command)
     run = max(output.glob("*/version_*"), key=lambda path: path.stat().st_mtime)
     events = EventAccumulator(str(run)).Reload()
-    accuracies = events.Scalars("valid/accuracy")
+    accuracies = events.Scalars("val/accuracy")
     ends = [start] + [event.wall_time for event in accuracies]
     model = NASNet(genotype, channels=args.channels, cells_per_stage=args.cells, in_channels=1)
     record = {**environment(), "command": shlex.join(["python", "train.py", *command]), "kind": "retrain",

@@ -58,7 +58,7 @@ import torch  # noqa: E402
 
 import estimators  # noqa: E402
 import loop_overhead  # noqa: E402
-import train  # noqa: E402
+from zoo import train  # noqa: E402
 from callbacks.nonfinite import NonFiniteGuard  # noqa: E402
 from tests.runs import model_arguments, write_images, write_listops  # noqa: E402
 from zoo.models import list_models  # noqa: E402

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callbacks.gradient_quality import GradientQuality  # noqa: E402
 from datamodules.images import ImageDataModule  # noqa: E402
 from zoo.models import CategoricalVAE  # noqa: E402
-from zoo.models._building import build_estimator  # noqa: E402
+from zoo.models._building import estimator_at  # noqa: E402
 
 #: The estimators of the paper's cosine study, each trained with and all scored on every run.
 ANALYSED = ["st", "stgs", "gst-1.0", "grmck", "reinmax"]
@@ -99,7 +99,7 @@ def temperature_study(model: CategoricalVAE, probe_batch: torch.Tensor, num_samp
     for name in TEMPERATURE_ESTIMATORS:
         study[name] = []
         for tau in (t for t in TEMPERATURES if t >= MINIMUM_TAU.get(name, 0.0)):
-            model.estimator = build_estimator(name, tau, None)
+            model.estimator = estimator_at(name, tau, None)
             metrics = quality.measure(model, step=0, reference=reference)
             study[name].append({"tau": tau, **{statistic: metrics[f"grad_quality/{name}/{statistic}"]
                                                for statistic in ("bias", "std", "cosine")}})

@@ -132,7 +132,7 @@ class ReferenceAccuracy(L.Callback):
         self.record["epochs"].append({
             "epoch": trainer.current_epoch + 1, "steps": trainer.global_step, "seconds": seconds,
             "train_accuracy": float(module.accuracy["train_accuracy"].compute()),  # before the module resets it
-            "generated_valid_accuracy": float(metrics.get("valid/accuracy", float("nan"))),
+            "generated_valid_accuracy": float(metrics.get("val/accuracy", float("nan"))),
             "reference_accuracy": correct / total, "reference_examples": total,
             "lr": trainer.optimizers[0].param_groups[0]["lr"], "resumed": self._resumed_mid_epoch,
         })

@@ -36,17 +36,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
+from zoo import build, runs, train  # noqa: E402
+from zoo.settings import Settings  # noqa: E402
 
 PLAIN, LIGHTNING = "plain PyTorch", "train.py (Lightning)"
 
 
-def config_for(data: str, output_dir: str, accelerator: str = "cpu", data_dir: str | None = None) -> dict:
-    config = {**train.DEFAULTS, "data": data, "data_dir": data_dir, "accelerator": accelerator,
-              "devices": 1, "output_dir": output_dir}
-    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
-    train.fill_model_defaults(config)
-    return config
+def config_for(data: str, output_dir: str, accelerator: str = "cpu", data_dir: str | None = None,
+               epochs: int = 1) -> Settings:
+    """train.py's settings for the default model on ``data``, as its command line would resolve them."""
+    arguments = ["--data", data, "--accelerator", accelerator, "--devices", "1", "--output-dir", output_dir,
+                 "--max-epochs", str(epochs)]
+    return train.parse_settings(arguments + (["--data-dir", data_dir] if data_dir else []))
 
 
 def synchronize(device: torch.device) -> None:
@@ -57,11 +58,11 @@ def synchronize(device: torch.device) -> None:
 class PlainLoop:
     """The same model and data, trained by hand: zero_grad, loss, backward, step; then evaluation."""
 
-    def __init__(self, config: dict) -> None:
-        self.device = torch.device("cuda" if config["accelerator"] == "gpu" else "cpu")
-        L.seed_everything(config["seed"], verbose=False)
-        self.model = train.build_model(config).to(self.device)
-        self.data = train.build_datamodule(config)
+    def __init__(self, config: Settings) -> None:
+        self.device = torch.device("cuda" if config.accelerator == "gpu" else "cpu")
+        L.seed_everything(config.seed, verbose=False)
+        self.model = build.build_model(config).to(self.device)
+        self.data = build.build_datamodule(config)
         self.data.prepare_data()
         self.data.setup("fit")
         self.data.splits = {split: images.to(self.device) for split, images in self.data.splits.items()}
@@ -172,14 +173,14 @@ class Breakdown:
         return lines
 
 
-def alternating_run(config: dict, breakdown: Breakdown | None = None) -> tuple[dict[str, list[float]], int]:
+def alternating_run(config: Settings, breakdown: Breakdown | None = None) -> tuple[dict[str, list[float]], int]:
     """One round: a train.py fit with a plain epoch before each of its epochs; the times and the steps."""
     timer = AlternatingEpochs(PlainLoop(config), breakdown)
-    L.seed_everything(config["seed"], verbose=False)
-    model = train.build_model(config)
-    data = train.build_datamodule(config)
-    run, _ = train.run_directory(config)
-    trainer = train.build_trainer(config, run, model, callbacks=[timer])
+    L.seed_everything(config.seed, verbose=False)
+    model = build.build_model(config)
+    data = build.build_datamodule(config)
+    run, _ = runs.run_directory(config)
+    trainer = build.build_trainer(config, run, model, callbacks=[timer])
     if breakdown is not None:
         breakdown.attach(trainer, model)
     try:
@@ -199,8 +200,8 @@ def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu", data_
     steps = 0
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(rounds):
-            os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # a fresh run folder each time
-            config = {**config_for(data, output_dir, accelerator, data_dir), "max_epochs": epochs}
+            os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a fresh run folder each time
+            config = config_for(data, output_dir, accelerator, data_dir, epochs)
             round_seconds, round_steps = alternating_run(config, breakdown)
             steps += round_steps
             for side, times in round_seconds.items():

@@ -14,6 +14,10 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+#: Metrics whose names changed: checkpoints of the classifiers written before the stages were named
+#: ``train``, ``val``, ``test`` everywhere monitor ``valid/accuracy``.
+RENAMED_METRICS = {"valid/accuracy": "val/accuracy"}
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a hidden file beside it, then rename it into place.
@@ -149,15 +153,19 @@ class RunCheckpoints(Checkpoint):
         return {"monitor": self.monitor, "best_score": self.best_score,
                 "best_path": None if self.best_path is None else str(self.best_path)}
 
+    def _watches(self, monitor: str | None) -> bool:
+        """Whether a saved state's ``monitor`` is this callback's, under its current name."""
+        return RENAMED_METRICS.get(monitor, monitor) == self.monitor
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("monitor") == self.monitor:
+        if self._watches(state.get("monitor")):
             self.best_score = state["best_score"]
             self.best_path = None if state["best_path"] is None else Path(state["best_path"])
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Take the best score from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
         for key, state in checkpoint.get("callbacks", {}).items():
-            if key.startswith("ModelCheckpoint") and state.get("monitor") == self.monitor:
+            if key.startswith("ModelCheckpoint") and self._watches(state.get("monitor")):
                 score, path = state.get("best_model_score"), state.get("best_model_path")
                 if score is not None:
                     self.load_state_dict({"monitor": self.monitor, "best_score": float(score),

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from zoo.estimators import Estimator, get_estimator
 from zoo.models import GradientProbe
-from zoo.models._building import build_estimator
+from zoo.models._building import estimator_at
 
 Reduce = Callable[[Tensor], Tensor]
 STATISTICS = ("cosine", "bias", "std", "sample_cosine")
@@ -92,7 +92,7 @@ class GradientQuality(L.Callback):
                 "cannot score its estimator; see zoo.models.GradientProbe."
             )
         tau = getattr(module.estimator, "tau", 1.0)
-        self._extra = {name: build_estimator(name, tau, dict(options))
+        self._extra = {name: estimator_at(name, tau, dict(options))
                        for name, options in self.extra_options.items() if name != module.estimator.name}
         for estimator in self._extra.values():
             estimator.check_num_samples(self._evaluations(module))

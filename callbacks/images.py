@@ -6,11 +6,22 @@ Works with any LightningModule that has ``reconstruct(images)`` and
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid
+
+
+@runtime_checkable
+class GenerativeImageModel(Protocol):
+    """What the callback shows: a model that reconstructs images and samples new ones."""
+
+    def reconstruct(self, images: Tensor) -> Tensor: ...
+
+    def generate(self, count: int) -> Tensor: ...
 
 
 class ReconstructionImages(L.Callback):

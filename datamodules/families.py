@@ -1,11 +1,11 @@
-"""Which data module serves a model: its ``data_family``, the data names valid for it, and the module itself.
+"""Which data module serves a model: the data names valid for its data family, and the module itself.
 
-A model class may set ``data_family``: ``images`` (the default: MNIST,
-Fashion-MNIST, Omniglot for the VAEs), ``listops``, ``none`` (the model makes its
-own inputs), ``nas-search`` (paired halves of a training set for architecture
-search) or ``nas-train`` (the whole set, to train a found architecture).
-``train.py``, the evaluation of released weights and the notebooks build data
-through :func:`build_datamodule`, so they agree on it.
+A model's card names its family: ``images`` (MNIST, Fashion-MNIST, Omniglot for
+the VAEs), ``listops``, ``none`` (the model makes its own inputs), ``nas-search``
+(paired halves of a training set for architecture search) or ``nas-train`` (the
+whole set, to train a found architecture). ``train.py``, the evaluation of
+released weights and the notebooks build data through :func:`build_datamodule`,
+so they agree on it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from __future__ import annotations
 from lightning.pytorch import LightningDataModule
 
 IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN = "images", "listops", "none", "nas-search", "nas-train"
-
-
-def data_family(model_class: type) -> str:
-    return getattr(model_class, "data_family", IMAGES)
+FAMILIES = (IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN)
 
 
 def valid_data(family: str) -> list[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import train
+from zoo import train
+from zoo import build
 from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models
 
@@ -45,11 +46,11 @@ def test_every_model_trains_on_two_processes_without_naming_a_strategy(model, da
 
 @pytest.mark.parametrize("strategy", ["auto", "ddp", "ddp_spawn", "ddp_fork"])
 def test_a_model_with_unused_parameters_gets_them_found_whatever_ddp_strategy_is_asked(strategy, tmp_path):
-    config = train.resolve_config(train.build_parser().parse_args(
+    config = train.parse_settings(
         ["--model", "gdas", "--data", "synthetic", "--accelerator", "cpu", "--devices", "2", "--strategy", strategy,
-         "--output-dir", str(tmp_path)]))
-    model = train.build_model(config)
-    trainer = train.build_trainer(config, tmp_path / "version_0", model)
+         "--output-dir", str(tmp_path)])
+    model = build.build_model(config)
+    trainer = build.build_trainer(config, tmp_path / "version_0", model)
     assert trainer.world_size == 2
     assert trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
 
@@ -62,7 +63,7 @@ NAN_ON_RANK_ONE = textwrap.dedent('''
     import torch
 
     sys.path.insert(0, os.getcwd())
-    import train
+    from zoo import train
     from zoo.models import CategoricalVAE
 
     encode = CategoricalVAE.encode

@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-import train as train_py
+from zoo import runs
+from zoo import train as train_py
+from zoo import build
 from zoo.models.nats import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +114,7 @@ def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, 
     (["--model", "gdas", "--data", "imagenet16"], "valid choices: cifar10, cifar100, imagenet16-120, fashion-mnist"),
 ])
 def test_bad_search_and_retraining_input_is_refused_with_its_fix(arguments, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(train_py.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
     with pytest.raises(SystemExit) as stopped:
         train_py.main([*TINY, *arguments, "--max-steps", "1", "--output-dir", str(tmp_path)])
     assert stopped.value.code == 2
@@ -127,16 +129,17 @@ DDP_SCRIPT = textwrap.dedent('''
     import torch
 
     sys.path.insert(0, sys.argv[1])
-    import train
+    from zoo import runs, train
+    from zoo import build
 
     output = Path(sys.argv[2])
-    config = train.resolve_config(train.build_parser().parse_args([
+    config = train.parse_settings([
         "--model", "gdas", "--data", "synthetic", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
         "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1", "--batch-size", "16",
         "--max-steps", "8", "--trainer-arg", "limit_val_batches=1", "--trainer-arg", "enable_progress_bar=false",
-        "--output-dir", str(output)]))
-    run, _ = train.run_directory(config)
-    model = train.build_model(config)
+        "--output-dir", str(output)])
+    run, _ = runs.run_directory(config)
+    model = build.build_model(config)
     drawn = []
     sample = model.sample
 
@@ -147,8 +150,8 @@ DDP_SCRIPT = textwrap.dedent('''
         return weights, chosen
 
     model.sample = recording_sample
-    trainer = train.build_trainer(config, run, model)
-    trainer.fit(model, datamodule=train.build_datamodule(config))
+    trainer = build.build_trainer(config, run, model)
+    trainer.fit(model, datamodule=build.build_datamodule(config))
     torch.save({"drawn": drawn, "alpha": model.alpha.detach(), "stem": model.network.stem[0].weight.detach()},
                output / f"rank{trainer.global_rank}.pt")
 ''')

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-import train
+from zoo import train
 from tests.host_reads import CountDuringFit, HostReads
 from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models

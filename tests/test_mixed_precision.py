@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
-import train
+from zoo import train
 from callbacks.nonfinite import NonFiniteGuard
 from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models

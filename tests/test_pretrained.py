@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from zoo import runs, train
 import zoo
 from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained, markdown_table, read_manifest
 from zoo.release import release
@@ -188,7 +188,7 @@ def test_a_missing_file_without_a_url_says_how_to_restore_it(released, tmp_path)
 def test_fine_tuning_with_another_estimator_starts_from_the_released_weights(released, data_dir, tmp_path,
                                                                             monkeypatch):
     monkeypatch.setattr("zoo.pretrained.MANIFEST", released)
-    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "0")
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     arguments = ["--from-pretrained", NAME, "--estimator", "reinmax", "--data-dir", str(data_dir), "--max-steps",
                  "1", "--lr", "0", "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices", "1",
                  "--trainer-arg", "enable_progress_bar=false"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from zoo import runs, train
 from zoo.estimators import list_estimators
 from zoo.models import get_model_class, list_models
 
@@ -62,7 +62,7 @@ def test_every_registered_model_has_its_small_arguments():
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_takes_a_step_with_every_estimator_or_refuses_it_by_name(model, estimator, data, tmp_path,
                                                                              capsys, monkeypatch):
-    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
     # Pathwise estimators at a temperature all of them allow; score-function ones with the two
     # evaluations an example that DisARM's antithetic pair needs.
     extra = ["--tau", "1.0"] if estimator in PATHWISE else ["--num-samples", "2"] if model in ("vae", "bvae") else []

@@ -19,7 +19,9 @@ import pytest
 import torch
 import yaml
 
-import train
+from zoo import runs as run_folders
+from zoo.settings import Settings
+from zoo import train
 from tests.runs import model_arguments, write_images, write_listops
 from zoo.models import list_models
 
@@ -35,8 +37,8 @@ EXTRA = {"vae": ["--tau", "2", "--tau-schedule", "linear", "--tau-end", "1", "--
 @pytest.fixture(autouse=True)
 def fresh_run_versions(monkeypatch):
     """main() hands its run version on through the environment: none before a test, none left after it."""
-    monkeypatch.setenv(train.RUN_VERSION_VARIABLE, "")
-    monkeypatch.delenv(train.RUN_VERSION_VARIABLE)
+    monkeypatch.setenv(run_folders.RUN_VERSION_VARIABLE, "")
+    monkeypatch.delenv(run_folders.RUN_VERSION_VARIABLE)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ class KeepCheckpoints(L.Callback):
 
 
 def run(arguments: list[str], output: Path, *extra: str, callbacks=()) -> dict:
-    os.environ.pop(train.RUN_VERSION_VARIABLE, None)  # a new version for each new run
+    os.environ.pop(run_folders.RUN_VERSION_VARIABLE, None)  # a new version for each new run
     assert train.main([*arguments, "--output-dir", str(output), *extra], callbacks=callbacks) == 0
     (last,) = output.glob("*/*/checkpoints/last.ckpt")
     return torch.load(last, weights_only=True)
@@ -103,14 +105,14 @@ def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(mode
     assert_same_training_state(resumed, expected)
 
 
-def config_for(*arguments: str) -> dict:
-    return train.resolve_config(train.build_parser().parse_args(list(arguments)))
+def config_for(*arguments: str) -> Settings:
+    return train.parse_settings(list(arguments))
 
 
-def make_run(folder: Path, config: dict, step: int = 1) -> Path:
+def make_run(folder: Path, config: Settings, step: int = 1) -> Path:
     """A run folder as train.py leaves it: its config.yaml and a last.ckpt."""
     (folder / "checkpoints").mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({**config, "command": "python train.py"}))
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config.as_dict(), "command": "python train.py"}))
     torch.save({"global_step": step}, folder / "checkpoints" / "last.ckpt")
     return folder
 
@@ -122,13 +124,13 @@ def test_resume_auto_continues_only_a_run_of_the_same_settings(tmp_path, monkeyp
     make_run(runs / "version_1", config_for(*base, "--seed", "1"))
 
     # The budget, the devices and the folders may change; the seed, the learning rate... may not.
-    assert train.run_directory(config_for(*base, "--max-epochs", "9", "--devices", "2")) == (
+    assert run_folders.run_directory(config_for(*base, "--max-epochs", "9", "--devices", "2")) == (
         seed_zero, seed_zero / "checkpoints" / "last.ckpt")
-    assert train.run_directory(config_for(*base, "--seed", "1"))[0] == runs / "version_1"
-    new, checkpoint = train.run_directory(config_for(*base, "--seed", "2"))
+    assert run_folders.run_directory(config_for(*base, "--seed", "1"))[0] == runs / "version_1"
+    new, checkpoint = run_folders.run_directory(config_for(*base, "--seed", "2"))
     assert (new, checkpoint) == (runs / "version_2", None)
-    monkeypatch.delenv(train.RUN_VERSION_VARIABLE)
-    assert train.run_directory(config_for(*base, "--lr", "0.01")) == (runs / "version_2", None)
+    monkeypatch.delenv(run_folders.RUN_VERSION_VARIABLE)
+    assert run_folders.run_directory(config_for(*base, "--lr", "0.01")) == (runs / "version_2", None)
 
 
 def test_resume_auto_on_an_empty_folder_starts_a_run_and_says_so(tmp_path, tiny_mnist, capsys):
@@ -144,13 +146,13 @@ def test_resume_auto_on_an_empty_folder_starts_a_run_and_says_so(tmp_path, tiny_
 def test_a_named_run_is_continued_only_by_resume_auto_and_its_own_settings(tmp_path):
     base = ["--output-dir", str(tmp_path), "--run-name", "job-7"]
     run = make_run(tmp_path / "vae-mnist-reinmax" / "job-7", config_for(*base))
-    assert train.run_directory(config_for(*base, "--resume", "auto")) == (run, run / "checkpoints" / "last.ckpt")
+    assert run_folders.run_directory(config_for(*base, "--resume", "auto")) == (run, run / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match="exists already. Continue it with --resume auto, or choose another"):
-        train.run_directory(config_for(*base))
+        run_folders.run_directory(config_for(*base))
     with pytest.raises(ValueError, match=r"its settings differ: seed 0 -> 5\. Choose another --run-name"):
-        train.run_directory(config_for(*base, "--resume", "auto", "--seed", "5"))
+        run_folders.run_directory(config_for(*base, "--resume", "auto", "--seed", "5"))
     fresh = tmp_path / "vae-mnist-reinmax" / "job-8"
-    assert train.run_directory(config_for(*base[:-1], "job-8", "--resume", "auto")) == (fresh, None)
+    assert run_folders.run_directory(config_for(*base[:-1], "job-8", "--resume", "auto")) == (fresh, None)
 
 
 @pytest.mark.parametrize("environment, name", [
@@ -168,20 +170,20 @@ def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment
         monkeypatch.setenv(variable, value)
     make_run(tmp_path / "vae-mnist-reinmax" / "version_0", config_for("--output-dir", str(tmp_path), "--seed", "1"))
     config = config_for("--output-dir", str(tmp_path))
-    run, checkpoint = train.run_directory(config)
+    run, checkpoint = run_folders.run_directory(config)
     assert run.name.startswith(f"{name}-") and checkpoint is None
-    assert train.run_directory(config_for("--output-dir", str(tmp_path), "--max-steps", "9"))[0] == run
-    assert train.run_directory(config_for("--output-dir", str(tmp_path), "--seed", "2"))[0] != run  # a job's 2nd run
+    assert run_folders.run_directory(config_for("--output-dir", str(tmp_path), "--max-steps", "9"))[0] == run
+    assert run_folders.run_directory(config_for("--output-dir", str(tmp_path), "--seed", "2"))[0] != run  # a job's 2nd run
     make_run(run, config)
     with pytest.raises(ValueError, match="has a checkpoint already: continue it with --resume auto"):
-        train.run_directory(config)
+        run_folders.run_directory(config)
 
 
 def test_torchrun_without_a_rendezvous_id_asks_for_a_run_name(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     with pytest.raises(ValueError, match="pass --run-name, or launch with torchrun --standalone"):
-        train.run_directory(config_for("--output-dir", str(tmp_path)))
+        run_folders.run_directory(config_for("--output-dir", str(tmp_path)))
 
 
 def test_an_interactive_slurm_job_is_not_taken_for_a_launch(tmp_path, monkeypatch):
@@ -189,4 +191,4 @@ def test_an_interactive_slurm_job_is_not_taken_for_a_launch(tmp_path, monkeypatc
     for variable, value in {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "9", "SLURM_JOB_NAME": "bash"}.items():
         monkeypatch.setenv(variable, value)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    assert train.run_directory(config_for("--output-dir", str(tmp_path)))[0].name == "version_0"
+    assert run_folders.run_directory(config_for("--output-dir", str(tmp_path)))[0].name == "version_0"

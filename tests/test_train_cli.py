@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from zoo.estimators import list_estimators
+from zoo.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ["--latents", "3", "--categories", "4", "--model-arg", "hidden_sizes=[16, 8]"]
@@ -138,8 +139,8 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--model", "vea"], "unknown model 'vea'; valid choices: bvae, gdas, listops, nas-net, poly, vae"),
-        (["--estimator", "reinmx"], "unknown estimator 'reinmx'; valid choices: disarm, exact"),
+        (["--model", "vea"], f"unknown model 'vea'; valid models: {', '.join(list_models())}"),
+        (["--estimator", "reinmx"], f"unknown estimator 'reinmx'; valid estimators: {', '.join(list_estimators())}"),
         (["--data", "cifar"], "unknown data 'cifar' for model 'vae'; valid choices: mnist, fashion-mnist, omniglot"),
         (["--estimator", "reinmax", "--tau", "0.5"], "reinmax: temperature tau=0.5 is out of range"),
         (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
@@ -243,10 +244,10 @@ def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_d
 
 
 def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path, monkeypatch):
-    import train as train_module  # in-process: two runs without two interpreter start-ups
+    from zoo import runs, train as train_module  # in-process: two runs without two interpreter start-ups
 
     # main() hands its run version to DDP workers through the environment; keep it out of later tests.
-    monkeypatch.setenv(train_module.RUN_VERSION_VARIABLE, "0")
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     weights = []
     for name in ("first", "second"):
         arguments = small_run_arguments(data_dir, tmp_path / name, "--max-steps", "12", "--batch-size", "5",

@@ -12,9 +12,9 @@ import sys
 
 import lightning as L
 
-from datamodules.families import build_datamodule, data_family
+from datamodules.families import build_datamodule
 
-from .models import get_model_class
+from .models import model_card
 from .pretrained import PretrainedError, Release, get_release, load_pretrained
 
 #: The seed of every measurement: a model that samples in its test step (the VAEs) then
@@ -25,7 +25,7 @@ EVALUATION_SEED = 0
 def measure(release: Release, model: L.LightningModule, data_dir: str | None = None) -> dict[str, float]:
     """The release's metrics for ``model``: Lightning's test loop on the manifest's data, seeded."""
     data = release.data
-    datamodule = build_datamodule(data_family(get_model_class(release.model)), data["name"], data_dir=data_dir,
+    datamodule = build_datamodule(model_card(release.model).data_family, data["name"], data_dir=data_dir,
                                   batch_size=data.get("batch_size", 100), binarize=data.get("binarize", "none"),
                                   val_size=data.get("val_size", 0))
     L.seed_everything(EVALUATION_SEED, verbose=False)

@@ -25,15 +25,11 @@ import torch
 import yaml
 
 from .evaluate import EVALUATION_SEED, measure
-from .models import get_model_class
+from .models import get_model_class, model_card
 from .pretrained import MANIFEST, Release, load_weights, read_weights, sha256_of
+from .runs import first_line
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def release_metric(model_class: type) -> str:
-    """The test-stage twin of the metric a model's checkpoints are chosen by, e.g. ``test/accuracy``."""
-    return "test/" + model_class.checkpoint_monitor[0].split("/", 1)[1]
 
 
 def trained_model(run: Path, checkpoint: Path | None = None
@@ -49,8 +45,7 @@ def trained_model(run: Path, checkpoint: Path | None = None
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever fails to load is no checkpoint to release
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"cannot read the checkpoint {checkpoint}: {reason}.") from error
+        raise ValueError(f"cannot read the checkpoint {checkpoint}: {first_line(error)}.") from error
     saved["hyper_parameters"] = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as in JSON
     model = get_model_class(config["model"])(**saved["hyper_parameters"])
     model.load_state_dict(saved["state_dict"])
@@ -119,7 +114,7 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
         entry["note"] = note
     stored_model = model_class(**hyper_parameters)
     load_weights(stored_model, read_weights(partial), name)
-    metric = release_metric(model_class)
+    metric = model_card(config["model"]).test_metric
     draft = Release(name, {**entry, "metrics": {metric: {}}})
     try:
         value = measure(draft, stored_model.eval(), data_dir)[metric]

@@ -16,8 +16,8 @@ def test_defaults_are_the_papers_reinmax_row():
     model = BernoulliVAE()
     assert (model.hparams.latents, model.hparams.num_samples) == (200, 2)
     assert (model.hparams.optimizer, model.hparams.lr, model.estimator.tau) == ("adam", 3e-4, 1.1)
-    assert model.recipe == {"binarize": "dynamic", "val_size": 10_000, "max_epochs": -1,
-                            "max_steps": 1_000_000}
+    recipe = model.card.recipe
+    assert (recipe.binarize, recipe.val_size, recipe.max_epochs, recipe.max_steps) == ("dynamic", 10_000, -1, 1_000_000)
     linear_shapes = lambda net: [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]  # noqa: E731
     assert linear_shapes(model.encoder) == [(784, 200), (200, 200), (200, 200)]
     assert linear_shapes(model.decoder) == [(200, 200), (200, 200), (200, 784)]

@@ -121,7 +121,7 @@ def test_fast_dev_run_with_every_pathwise_estimator(estimator, small_data, tmp_p
                         gradient_clip_val=5.0)
     trainer.fit(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=8))
     assert 0 <= float(trainer.callback_metrics["train/accuracy_epoch"]) <= 1
-    assert torch.isfinite(trainer.callback_metrics["valid/loss"])
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
     trainer.test(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=8), verbose=False)
     assert 0 <= float(trainer.callback_metrics["test/accuracy"]) <= 1
 
@@ -140,7 +140,7 @@ def test_a_small_parser_learns_depth_one_expressions():
     trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=5.0)
     trainer.fit(model, BucketedBatches(*train, 32, shuffle=True, seed=0), BucketedBatches(*valid, 200))
-    assert float(trainer.callback_metrics["valid/accuracy"]) > 0.45
+    assert float(trainer.callback_metrics["val/accuracy"]) > 0.45
 
 
 def run_module(module: str, *arguments: str) -> subprocess.CompletedProcess:

@@ -1,35 +1,16 @@
-"""The zoo's LightningModules, by the short names ``train.py --model`` accepts."""
+"""The zoo's LightningModules, registered by the short names ``train.py --model`` accepts.
 
-from __future__ import annotations
-
-import lightning as L
+Importing this package imports every model file, which registers its model with its
+:class:`ModelCard`; :func:`list_models` and :func:`model_card` read the registry.
+"""
 
 from ._probe import GradientProbe
+from ._registry import ModelCard, Recipe, get_model_class, list_models, model_card, register_model
 from .gdas import GDASSearch
 from .listops import ListOpsParser
 from .nas_net import NASNet
 from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
-
-MODELS: dict[str, type[L.LightningModule]] = {
-    "vae": CategoricalVAE,
-    "bvae": BernoulliVAE,
-    "poly": PolynomialProgramming,
-    "listops": ListOpsParser,
-    "gdas": GDASSearch,
-    "nas-net": NASNet,
-}
-
-
-def list_models() -> list[str]:
-    return sorted(MODELS)
-
-
-def get_model_class(name: str) -> type[L.LightningModule]:
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}.")
-    return MODELS[name]
-
 
 __all__ = [
     "BernoulliVAE",
@@ -38,9 +19,12 @@ __all__ = [
     "GDASSearch",
     "GradientProbe",
     "ListOpsParser",
-    "MODELS",
+    "ModelCard",
     "NASNet",
     "PolynomialProgramming",
+    "Recipe",
     "get_model_class",
     "list_models",
+    "model_card",
+    "register_model",
 ]

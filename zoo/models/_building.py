@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
 from ..estimators import Estimator, estimator_options, get_estimator
 
+if TYPE_CHECKING:
+    from ._registry import ModelCard
 
-def build_estimator(name: str, tau: float, options: dict[str, Any] | None) -> Estimator:
+
+def build_estimator(card: ModelCard, name: str, tau: float, options: dict[str, Any] | None) -> Estimator:
+    """The estimator of a model of ``card``, its family checked first."""
+    card.check_estimator(name)
+    return estimator_at(name, tau, options)
+
+
+def estimator_at(name: str, tau: float, options: dict[str, Any] | None) -> Estimator:
     """``get_estimator`` with ``tau`` passed only to estimators that have a temperature."""
     options = dict(options or {})
     if "tau" in estimator_options(name):

@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .._logging import logger_writes_this_step
 
-STAGES = ("train", "valid", "test")
+STAGES = ("train", "val", "test")
 
 
 class Classifier(L.LightningModule):
@@ -54,7 +54,7 @@ class Classifier(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch: Any, batch_index: int) -> None:
-        self._step(batch, "valid")
+        self._step(batch, "val")
 
     def test_step(self, batch: Any, batch_index: int) -> None:
         self._step(batch, "test")

@@ -34,10 +34,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from zoo.estimators import PathwiseEstimator, list_estimators
-
 from ._building import build_estimator
 from ._classification import Classifier
+from ._registry import Recipe, register_model
 from .nats.genotype import EDGES, OPERATIONS, Genotype
 from .nats.network import SearchCell, TopologyNetwork
 
@@ -47,6 +46,9 @@ GDAS_TAU_END = 0.1
 Batch = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
+@register_model("gdas", summary="the GDAS supernet searching the NATS-Bench topology space",
+                data_family="nas-search", metric="accuracy", mode="max", estimator_families=("pathwise",),
+                unused_parameters=True, recipe=Recipe(data="cifar10", max_epochs=100, batch_size=64))
 class GDASSearch(Classifier):
     """The GDAS supernet and its alternating weight and architecture steps (manual optimisation).
 
@@ -56,11 +58,6 @@ class GDASSearch(Classifier):
     epochs (in :attr:`recipe`). ``in_channels`` and ``num_classes`` follow the data;
     ``train.py`` sets them.
     """
-
-    recipe = {"data": "cifar10", "max_epochs": 100, "max_steps": -1, "batch_size": 64}
-    data_family = "nas-search"
-    has_unused_parameters = True  # only the sampled operations run, so DDP must look for unused ones
-    checkpoint_monitor = ("valid/accuracy", "max")
 
     def __init__(
         self,
@@ -84,12 +81,7 @@ class GDASSearch(Classifier):
         super().__init__(num_classes)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.estimator = build_estimator(estimator, tau, estimator_options)
-        if not isinstance(self.estimator, PathwiseEstimator):
-            raise ValueError(
-                f"GDAS samples each edge's operation with a pathwise estimator; {estimator!r} is not one. "
-                f"Valid estimators: {', '.join(list_estimators('pathwise'))}."
-            )
+        self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         self.tau_start = float(tau)
         self.tau_end = float(tau_end) if tau_end is not None else max(GDAS_TAU_END, self.estimator.min_tau)
         self.estimator.tau = self.tau_end  # the estimator's own range check names the fix

@@ -32,10 +32,10 @@ from torch import Tensor, nn
 
 from datamodules.listops import expressions
 from datamodules.listops.expressions import TOKEN_IDS, VOCABULARY, model_tokens
-from zoo.estimators import PathwiseEstimator, list_estimators
 
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
+from ._registry import Recipe, register_model
 
 
 def mask_scores(scores: Tensor, valid: Tensor) -> Tensor:
@@ -69,6 +69,9 @@ class BinaryTreeLSTMCell(nn.Module):
         return torch.cat((torch.sigmoid(o) * torch.tanh(c), c), -1)
 
 
+@register_model("listops", summary="the Gumbel Tree-LSTM parser of ListOps expressions",
+                data_family="listops", metric="accuracy", mode="max", estimator_families=("pathwise",),
+                recipe=Recipe(data="listops", max_epochs=20, batch_size=16, gradient_clip_val=5.0))
 class ListOpsParser(Classifier):
     """Classify a ListOps expression's value (10 classes) through a latent binary tree.
 
@@ -78,10 +81,6 @@ class ListOpsParser(Classifier):
     clipping at 5 are in :attr:`recipe`). Any pathwise estimator can decide the
     merges. The model reads any length; the paper's < 100-token filter is the data's.
     """
-
-    recipe = {"data": "listops", "max_epochs": 20, "max_steps": -1, "batch_size": 16, "gradient_clip_val": 5.0}
-    data_family = "listops"
-    checkpoint_monitor = ("valid/accuracy", "max")
 
     def __init__(
         self,
@@ -97,12 +96,7 @@ class ListOpsParser(Classifier):
     ) -> None:
         super().__init__(num_classes)
         self.save_hyperparameters()
-        self.estimator = build_estimator(estimator, tau, estimator_options)
-        if not isinstance(self.estimator, PathwiseEstimator):
-            raise ValueError(
-                f"ListOpsParser decides each merge with a pathwise estimator; {estimator!r} is not one. "
-                f"Valid estimators: {', '.join(list_estimators('pathwise'))}."
-            )
+        self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         self.embedding = nn.Embedding(len(VOCABULARY), hidden_size, padding_idx=TOKEN_IDS[VOCABULARY[0]])
         self.leaf_lstm = nn.LSTM(hidden_size, hidden_size, batch_first=True)
         self.cell = BinaryTreeLSTMCell(hidden_size)
@@ -196,7 +190,7 @@ class ListOpsParser(Classifier):
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=4)
         # Not strict: a run without validation keeps its learning rate instead of failing.
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": plateau, "monitor": "valid/accuracy", "strict": False}}
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val/accuracy", "strict": False}}
 
     @torch.no_grad()
     def parse(self, expression: str) -> tuple[int, str]:

@@ -16,16 +16,16 @@ import torch
 from torch import Tensor
 
 from ._classification import Classifier
+from ._registry import Recipe, register_model
 from .nats.genotype import Genotype
 from .nats.network import FixedCell, TopologyNetwork
 
 
+@register_model("nas-net", summary="a NATS-Bench genotype's network, trained from scratch",
+                data_family="nas-train", metric="accuracy", mode="max", estimator_families=(),
+                recipe=Recipe(data="cifar10", max_epochs=200, batch_size=256))
 class NASNet(Classifier):
     """Classify images with the topology network of ``genotype`` (a NATS-Bench string)."""
-
-    recipe = {"data": "cifar10", "max_epochs": 200, "max_steps": -1, "batch_size": 256}
-    data_family = "nas-train"
-    checkpoint_monitor = ("valid/accuracy", "max")
 
     def __init__(
         self,

@@ -24,16 +24,16 @@ from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
+from ._registry import Recipe, register_model
 
 TERMS = ("loss", "expected_loss")
 
 
+@register_model("poly", summary="the polynomial toy: minimise E[mean |z - target|^p], exact gradients known",
+                data_family="none", metric="expected_loss_epoch", mode="min", monitor_stage="train",
+                recipe=Recipe(data="none", max_steps=8000))
 class PolynomialProgramming(L.LightningModule):
     """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (replicas, variables, 2)``."""
-
-    checkpoint_monitor = ("train/expected_loss_epoch", "min")
-    recipe = {"data": "none", "max_epochs": -1, "max_steps": 8000}
-    data_family = "none"  # the model makes its own inputs
 
     def __init__(
         self,
@@ -56,7 +56,7 @@ class PolynomialProgramming(L.LightningModule):
                 f"0 <= target <= 1, got {variables}, {replicas}, {pnorm} and {target}."
             )
         self.save_hyperparameters()
-        self.estimator = build_estimator(estimator, tau, estimator_options)
+        self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         self.estimator.check_num_samples(num_samples)
         self.logits = nn.Parameter(torch.empty(replicas, variables, 2).uniform_(-init_scale, init_scale))
         self.epoch_means = WeightedMeans(TERMS)

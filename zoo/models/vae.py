@@ -10,7 +10,7 @@ gradient for the encoder, and the KL term is analytic and gets its exact gradien
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 import lightning as L
 import torch
@@ -21,6 +21,7 @@ from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
+from ._registry import Recipe, register_model
 
 STAGES = ("train", "val", "test")
 TERMS = ("neg_elbo", "reconstruction", "kl")
@@ -47,11 +48,6 @@ class DiscreteVAE(L.LightningModule):
     ``num_samples`` evaluations of the decoder per example.
     """
 
-    #: What train.py's best-checkpoint callback watches, and in which direction.
-    checkpoint_monitor = ("val/neg_elbo_epoch", "min")
-    #: The data and schedule train.py uses unless told otherwise.
-    recipe: ClassVar[dict[str, Any]] = {}
-
     def __init__(
         self,
         code_shape: tuple[int, int],
@@ -63,7 +59,7 @@ class DiscreteVAE(L.LightningModule):
     ) -> None:
         super().__init__()
         self.code_shape = code_shape
-        self.estimator = build_estimator(estimator, tau, estimator_options)
+        self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         self.estimator.check_num_samples(num_samples)  # fail now, not at the first step
         prior_logits = torch.zeros(code_shape)  # uniform: Bernoulli(0.5) when C = 2
         if learnable_prior:
@@ -167,6 +163,9 @@ class DiscreteVAE(L.LightningModule):
         return torch.sigmoid(self.decode(codes))
 
 
+@register_model("vae", summary="categorical VAE, the paper's MNIST-VAE (10 categories x 30 latents)",
+                data_family="images", metric="neg_elbo_epoch", mode="min",
+                recipe=Recipe(data="mnist", max_epochs=160))
 class CategoricalVAE(DiscreteVAE):
     """A VAE with ``latents`` categorical variables of ``categories`` classes each.
 
@@ -174,8 +173,6 @@ class CategoricalVAE(DiscreteVAE):
     pixels. The decoder sees the flattened one-hot code. ``num_samples`` samples of
     z per example (score-function estimators need at least 2).
     """
-
-    recipe = {"binarize": "none", "val_size": 0, "max_epochs": 160, "max_steps": -1}
 
     def __init__(
         self,
@@ -211,6 +208,9 @@ class CategoricalVAE(DiscreteVAE):
         return self.decoder(codes.flatten(-2))
 
 
+@register_model("bvae", summary="Bernoulli VAE, the paper's 2x200 comparison with the REINFORCE family",
+                data_family="images", metric="neg_elbo_epoch", mode="min",
+                recipe=Recipe(data="mnist", max_steps=1_000_000, binarize="dynamic", val_size=10_000))
 class BernoulliVAE(DiscreteVAE):
     """The paper's 2×200 VAE: ``latents`` binary variables, LeakyReLU(0.3) networks.
 
@@ -222,8 +222,6 @@ class BernoulliVAE(DiscreteVAE):
     use K samples, pathwise ones average K independent single-sample losses.
     Defaults are the paper's ReinMax settings (Adam, lr 3e-4, τ 1.1, K = 2).
     """
-
-    recipe = {"binarize": "dynamic", "val_size": 10_000, "max_epochs": -1, "max_steps": 1_000_000}
 
     def __init__(
         self,

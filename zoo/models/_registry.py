@@ -1,0 +1,126 @@
+"""The model registry: each model file registers its LightningModule with its contract as data.
+
+    @register_model("vae", summary="...", data_family="images", metric="neg_elbo_epoch", mode="min",
+                    recipe=Recipe(data="mnist", max_epochs=160))
+    class CategoricalVAE(DiscreteVAE): ...
+
+``train.py`` (its defaults, ``--help`` and run folders), ``zoo.release``,
+``zoo.evaluate``, the data families, the README's model table and the tests read
+the :class:`ModelCard`; nothing else keeps a list of model names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, TypeVar
+
+import lightning as L
+
+from datamodules.families import FAMILIES
+
+from ..estimators import list_estimators
+
+ModelClass = TypeVar("ModelClass", bound=type[L.LightningModule])
+
+ESTIMATOR_FAMILIES = ("pathwise", "score-function")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained by default: what ``train.py`` uses for the settings a user leaves unset."""
+
+    data: str  # the --data default, one of the data family's names
+    batch_size: int = 100  # per process
+    max_epochs: int = -1  # -1: no limit (then max_steps is the budget)
+    max_steps: int = -1
+    binarize: Literal["none", "dynamic"] = "none"  # the images' pixel binarization
+    val_size: int = 0  # training examples held out for validation; 0 validates on the test split
+    gradient_clip_val: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model provides, as data: its name, data, monitored metric, estimators and recipe."""
+
+    name: str  # train.py --model
+    model_class: type[L.LightningModule]
+    summary: str  # one line for --help and the README
+    data_family: str  # which data module serves it (datamodules.families)
+    metric: str  # the quantity checkpoints are chosen by and releases report, without its stage prefix
+    mode: Literal["min", "max"]  # whether lower or higher is better
+    recipe: Recipe
+    # The estimator families the model can use; () for a model without a discrete choice.
+    estimator_families: tuple[str, ...] = ESTIMATOR_FAMILIES
+    # The stage whose metric picks the best checkpoint; a model without validation data picks by training.
+    monitor_stage: Literal["train", "val"] = "val"
+    # Steps that leave some parameters unused (GDAS runs only the sampled operations): DDP must look for them.
+    unused_parameters: bool = False
+
+    @property
+    def monitor(self) -> str:
+        """The logged metric the best checkpoint is chosen by, e.g. ``val/accuracy``."""
+        return f"{self.monitor_stage}/{self.metric}"
+
+    @property
+    def test_metric(self) -> str:
+        """The metric a release of this model records, e.g. ``test/accuracy``."""
+        return f"test/{self.metric}"
+
+    @property
+    def takes_estimator(self) -> bool:
+        return bool(self.estimator_families)
+
+    def valid_estimators(self) -> list[str]:
+        return sorted(name for family in self.estimator_families for name in list_estimators(family))
+
+    def check_estimator(self, name: str) -> None:
+        """Refuse, naming the valid ones, an estimator of a family the model cannot use."""
+        valid = self.valid_estimators()
+        if name not in list_estimators():
+            raise ValueError(f"unknown estimator {name!r}; valid estimators: {', '.join(list_estimators())}.")
+        if name not in valid:
+            if not self.takes_estimator:
+                raise ValueError(f"model {self.name!r} has no discrete latent variable and takes no estimator; "
+                                 "drop --estimator and its options.")
+            kind = " or ".join(self.estimator_families)
+            raise ValueError(f"model {self.name!r} takes a {kind} estimator; {name!r} is not one. "
+                             f"Valid estimators: {', '.join(valid)}.")
+
+
+_REGISTRY: dict[str, ModelCard] = {}
+
+
+def register_model(name: str, **contract: Any) -> Callable[[ModelClass], ModelClass]:
+    """Register a LightningModule under ``name`` with its :class:`ModelCard` fields; sets ``Model.card``."""
+
+    def decorate(model_class: ModelClass) -> ModelClass:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered")
+        card = ModelCard(name=name, model_class=model_class, **contract)
+        if card.data_family not in FAMILIES:
+            raise ValueError(f"model {name!r}: unknown data family {card.data_family!r}; "
+                             f"valid families: {', '.join(FAMILIES)}.")
+        unknown = sorted(set(card.estimator_families) - set(ESTIMATOR_FAMILIES))
+        if unknown:
+            raise ValueError(f"model {name!r}: unknown estimator families {', '.join(unknown)}; "
+                             f"valid families: {', '.join(ESTIMATOR_FAMILIES)}.")
+        model_class.card = card
+        _REGISTRY[name] = card
+        return model_class
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_card(name: str) -> ModelCard:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}.")
+    return _REGISTRY[name]
+
+
+def get_model_class(name: str) -> type[L.LightningModule]:
+    return model_card(name).model_class
