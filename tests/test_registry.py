@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from zoo import runs, train
-from zoo.estimators import list_estimators
-from zoo.models import get_model_class, list_models
+from zoo.estimators import estimator_entry, list_estimators
+from zoo.models import list_models, model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHWISE = set(list_estimators("pathwise"))
@@ -38,24 +38,24 @@ def arguments_for(model: str, data: dict[str, Path]) -> list[str]:
         "gdas": ["--data", "synthetic", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"],
         "nas-net": ["--data", "synthetic", "--genotype", "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|none~0|none~1|"
                     "avg_pool_3x3~2|", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"],
-    }[model]
+    }.get(model, [])
 
 
 def refusal(model: str, estimator: str) -> str | None:
     """What train.py must say when ``model`` cannot use ``estimator``; None when it can."""
-    import inspect
-
-    if "estimator" not in inspect.signature(get_model_class(model)).parameters:
+    card = model_card(model)
+    if not card.takes_estimator:
         return "takes no estimator"
-    if model in ("listops", "gdas") and estimator not in PATHWISE:
-        return f"{estimator!r} is not one. Valid estimators: {', '.join(sorted(PATHWISE))}"
-    if model == "vae" and estimator in ("disarm", "rodeo"):  # binary only; this VAE has 4 categories
+    if estimator not in card.valid_estimators():
+        return f"{estimator!r} is not one. Valid estimators: {', '.join(card.valid_estimators())}"
+    if model == "vae" and estimator_entry(estimator).estimator_class.binary_only:  # this VAE has 4 categories
         return f"{estimator} needs binary variables"
     return None
 
 
-def test_every_registered_model_has_its_small_arguments():
-    assert set(list_models()) == {"vae", "bvae", "poly", "listops", "gdas", "nas-net"}
+@pytest.mark.parametrize("model", list_models())
+def test_every_registered_model_has_its_small_arguments(model, data):
+    assert arguments_for(model, data)
 
 
 @pytest.mark.parametrize("estimator", list_estimators())

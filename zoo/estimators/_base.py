@@ -15,7 +15,7 @@ estimators with learnable parts (control variates) move with the model.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,17 +25,22 @@ from ._categorical import check_probabilities, full_precision, invalid_rows, sof
 LossFn = Callable[[Tensor], Tensor]
 """Maps one-hot samples ``(S, *batch, *variables, C)`` to losses ``(S, *batch)``."""
 
+#: The estimator families: what a model may accept (``zoo.models.ModelCard.estimator_families``).
+FAMILIES = ("pathwise", "score-function")
+
 
 class Estimator(nn.Module):
     """A gradient estimator for categorical variables with logits ``(..., C)``."""
 
-    #: The registry name; a subclass that serves several entries sets it per instance.
+    #: The registry name; a class that serves several entries makes it a property.
     name: str = ""
+    #: Its family, one of ``FAMILIES``: how a model calls it.
+    family: ClassVar[str] = ""
+    #: Whether it handles only binary variables, logits ``(..., 2)``.
+    binary_only: ClassVar[bool] = False
 
-    def __init__(self, *, validate_args: bool = True, name: str | None = None) -> None:
+    def __init__(self, *, validate_args: bool = True) -> None:
         super().__init__()
-        if name is not None:
-            self.name = name
         self.validate_args = validate_args
         self._deferred_flag: Tensor | None = None
 
@@ -63,6 +68,17 @@ class Estimator(nn.Module):
             raise ValueError(
                 f"{self.name}: num_samples must be an integer >= {self.min_num_samples}"
                 f"{self.min_num_samples_reason}, got {num_samples!r}."
+            )
+
+    def check_categories(self, num_classes: int) -> None:
+        """Refuse variables of ``num_classes`` classes that this estimator cannot handle.
+
+        A model calls it when built, so that the mismatch fails before training starts.
+        """
+        if self.binary_only and num_classes != 2:
+            raise ValueError(
+                f"{self.name} needs binary variables (2 classes), got {num_classes}. "
+                "Use reinforce for more classes, or a model with binary latents."
             )
 
     def check(self, probs: Tensor) -> None:
@@ -106,14 +122,13 @@ class PathwiseEstimator(Estimator):
     shape and dtype of ``logits``; the maths runs in float32 (or float64).
     """
 
+    family = "pathwise"
     #: The smallest temperature allowed; ``tau_inclusive`` says whether it is.
     min_tau: float = 0.0
     tau_inclusive: bool = False
 
-    def __init__(
-        self, *, tau: float = 1.0, validate_args: bool = True, name: str | None = None
-    ) -> None:
-        super().__init__(validate_args=validate_args, name=name)
+    def __init__(self, *, tau: float = 1.0, validate_args: bool = True) -> None:
+        super().__init__(validate_args=validate_args)
         self.tau = tau
 
     @property
@@ -220,6 +235,7 @@ def straight_through_grad(
 class ScoreFunctionEstimator(Estimator):
     """REINFORCE family: needs the loss as a function; see :meth:`objective`."""
 
+    family = "score-function"
     min_num_samples = 2
     min_num_samples_reason = " (each sample's baseline is the mean loss of the others)"
 

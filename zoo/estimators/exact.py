@@ -15,9 +15,11 @@ from torch import Tensor
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
 from ._categorical import full_precision
+from ._registry import register_estimator
 from .score_function import per_example_log_prob
 
 
+@register_estimator("exact", summary="enumerates all C^L configurations of an example; the exact gradient")
 class Exact(ScoreFunctionEstimator):
     """``Σ_z p(z) f(z)`` over all configurations ``z``; its gradient is exact."""
 

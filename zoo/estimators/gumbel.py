@@ -28,8 +28,10 @@ from ._categorical import (
     softmax_vjp,
     standard_exponential,
 )
+from ._registry import register_estimator
 
 
+@register_estimator("stgs", summary="D = onehot(argmax(θ + G)); (1/τ)·J(softmax((θ + G)/τ))·g")
 class GumbelSoftmaxST(PathwiseEstimator):
     """STGS: ``D = onehot(argmax(θ + G))``, ``∇θ ≈ (1/τ)·J(softmax((θ+G)/τ))·g``."""
 
@@ -46,6 +48,9 @@ class GumbelSoftmaxST(PathwiseEstimator):
         return straight_through_grad(probs, surrogate, tau, grad_sample, grad_probs)
 
 
+@register_estimator("gst-1.0", gap=1.0, summary="D ~ Cat(π); the softmax surrogate of logits moved so that D "
+                   "leads the others by a gap of 1")
+@register_estimator("gst-p", gap=None, summary="D ~ Cat(π); as gst-1.0 with the gap −log(1 − π_D)/π_D")
 class GappedStraightThrough(PathwiseEstimator):
     """GST: the surrogate softmax of logits moved so the sample leads by ``gap``.
 
@@ -63,9 +68,12 @@ class GappedStraightThrough(PathwiseEstimator):
     def __init__(self, *, gap: float | None, tau: float = 1.0, validate_args: bool = True) -> None:
         if gap is not None and not (math.isfinite(gap) and gap >= 0):
             raise ValueError(f"gst: gap must be a finite number >= 0, got {gap!r}.")
-        name = "gst-p" if gap is None else f"gst-{gap}"
-        super().__init__(tau=tau, validate_args=validate_args, name=name)
-        self.gap = gap
+        self.gap = gap  # before the base class checks tau, whose message names the estimator
+        super().__init__(tau=tau, validate_args=validate_args)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "gst-p" if self.gap is None else f"gst-{self.gap}"
 
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
@@ -87,6 +95,7 @@ class GappedStraightThrough(PathwiseEstimator):
         return f"{super().extra_repr()}, gap={'adaptive' if self.gap is None else self.gap}"
 
 
+@register_estimator("grmck", summary="D ~ Cat(π); STGS's surrogate averaged over K Gumbel draws conditioned on D")
 class GumbelRaoMonteCarlo(PathwiseEstimator):
     """GR-MCK: the STGS surrogate averaged over K conditional Gumbel draws.
 

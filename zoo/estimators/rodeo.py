@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
+from ._registry import register_estimator
 from .score_function import with_surrogate, binary_logit_gap, logit_gap_surrogate
 
 # The slope of the control network's LeakyReLU for negative inputs.
@@ -84,6 +85,8 @@ class ControlNet(nn.Module):
         return torch.addcmul(offset_at + bias, taylor, slope_at).view(2, *pairs_shape, num_points)
 
 
+@register_estimator("rodeo", summary="K samples; RLOO plus discrete-Stein control variates whose small network "
+                   "is trained online to minimise the variance")
 class RODEO(ScoreFunctionEstimator):
     """RODEO for binary variables, logits ``(..., 2)``, K ≥ 2 samples.
 
@@ -117,6 +120,7 @@ class RODEO(ScoreFunctionEstimator):
     """
 
     name = "rodeo"
+    binary_only = True
 
     def __init__(self, *, hidden_size: int = 100, validate_args: bool = True) -> None:
         if not isinstance(hidden_size, int) or hidden_size < 1:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
 from ._categorical import full_precision, sample_categorical
+from ._registry import register_estimator
 
 
 def per_example_log_prob(log_probs: Tensor, index: Tensor, batch_ndim: int) -> Tensor:
@@ -37,11 +38,7 @@ def binary_logit_gap(estimator: ScoreFunctionEstimator, logits: Tensor) -> tuple
 
     For the estimators that only handle binary variables, logits ``(..., 2)``.
     """
-    if logits.shape[-1] != 2:
-        raise ValueError(
-            f"{estimator.name} needs binary variables: logits of shape (..., 2), "
-            f"got {tuple(logits.shape)}. Use reinforce for more classes."
-        )
+    estimator.check_categories(logits.shape[-1])
     work = full_precision(logits)
     logit_gap = work[..., 1] - work[..., 0]
     with torch.no_grad():
@@ -60,6 +57,8 @@ def logit_gap_surrogate(grad_gap: Tensor, logit_gap: Tensor, num_examples: int) 
     return (grad_gap * finite_gap).sum() / num_examples
 
 
+@register_estimator("reinforce", summary="K samples; REINFORCE with each sample's baseline the mean loss of the "
+                   "others (RLOO)")
 class ReinforceLeaveOneOut(ScoreFunctionEstimator):
     """RLOO: ``(1/K) Σ_k [f(b_k) − mean_{j≠k} f(b_j)] ∇θ log p(b_k)``, K ≥ 2."""
 
@@ -83,6 +82,7 @@ class ReinforceLeaveOneOut(ScoreFunctionEstimator):
         return with_surrogate(losses.mean(), surrogate)
 
 
+@register_estimator("disarm", summary="K/2 antithetic pairs of binary samples; DisARM's gradient for the logit gap")
 class DisARM(ScoreFunctionEstimator):
     """DisARM (Dong et al. 2020) for binary variables, logits ``(..., 2)``.
 
@@ -92,6 +92,7 @@ class DisARM(ScoreFunctionEstimator):
     """
 
     name = "disarm"
+    binary_only = True
     min_num_samples_reason = " (one antithetic pair)"
 
     def check_num_samples(self, num_samples: int) -> None:

@@ -14,8 +14,10 @@ from torch import Tensor
 
 from ._base import PathwiseEstimator, straight_through_grad
 from ._categorical import row_dot, sample_categorical, softmax, softmax_vjp
+from ._registry import register_estimator
 
 
+@register_estimator("st", summary="D ~ Cat(π); (1/τ)·J(π_τ)·g")
 class StraightThrough(PathwiseEstimator):
     """ST: ``∇θ ≈ (1/τ)·J(π_τ)·g``; unbiased for linear losses at τ = 1."""
 
@@ -32,6 +34,7 @@ class StraightThrough(PathwiseEstimator):
         return straight_through_grad(probs, tempered, tau, grad_sample, grad_probs)
 
 
+@register_estimator("reinmax", summary="D ~ Cat(π); 2·J(½(π_τ + D))·g − ½·J(π)·g (Heun's method)")
 class ReinMax(PathwiseEstimator):
     """ReinMax: ``∇θ ≈ 2·J(π_h)·g + J(π)·(g_π − ½g)`` with ``π_h = ½(π_τ + D)``.
 

@@ -18,11 +18,10 @@ import lightning as L
 
 from datamodules.families import FAMILIES
 
+from ..estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..estimators import list_estimators
 
 ModelClass = TypeVar("ModelClass", bound=type[L.LightningModule])
-
-ESTIMATOR_FAMILIES = ("pathwise", "score-function")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class DiscreteVAE(L.LightningModule):
         self.code_shape = code_shape
         self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         self.estimator.check_num_samples(num_samples)  # fail now, not at the first step
+        self.estimator.check_categories(code_shape[-1])
         prior_logits = torch.zeros(code_shape)  # uniform: Bernoulli(0.5) when C = 2
         if learnable_prior:
             self.prior_logits = nn.Parameter(prior_logits)
