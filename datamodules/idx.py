@@ -22,7 +22,7 @@ from typing import BinaryIO
 import torch
 from torch import Tensor
 
-__all__ = ["IDX_DTYPES", "read_idx", "write_idx"]
+__all__ = ["IDX_DTYPES", "read_idx", "read_idx_images", "write_idx"]
 
 #: IDX type codes and the tensor dtype each is read into.
 IDX_DTYPES: dict[int, torch.dtype] = {
@@ -58,6 +58,17 @@ def read_idx(path: str | Path) -> Tensor:
                 path, f"its gzip stream is damaged ({err}); the file is corrupt or truncated, "
                 f"{_REDOWNLOAD}"
             ) from err
+
+
+def read_idx_images(path: str | Path) -> Tensor:
+    """The 28×28 uint8 images ``(N, 28, 28)`` of an MNIST-format image file, refused if it holds anything else."""
+    images = read_idx(path)
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise ValueError(
+            f"{path} holds a {images.dtype} tensor of shape {tuple(images.shape)}, not 28×28 "
+            "uint8 images (N, 28, 28); point data_dir at the image files of the data set."
+        )
+    return images
 
 
 def write_idx(path: str | Path, tensor: Tensor) -> None:

@@ -23,15 +23,9 @@ workers, no per-example collation, and Lightning's batch transfer is a no-op.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import os
 import pickle
-import socket
-from http.client import HTTPException
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torchvision
@@ -39,23 +33,26 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 
-from ._seeds import ResumableEpochs, ResumableOrder, draw_seed
-from .idx import read_idx
+from ._batching import ResumableOrder, TensorBatches
+from ._downloads import (
+    DOWNLOAD_ERRORS,
+    DataUnavailableError,
+    default_data_dir,
+    describe_failure,
+    find_file,
+    socket_timeout,
+)
+from .idx import read_idx_images
 
 __all__ = [
     "BINARIZATIONS",
     "DATASETS",
-    "DATA_DIR_ENV",
     "DEBIAN_FASHION_MNIST",
-    "DEFAULT_DATA_DIR",
-    "DOWNLOAD_TIMEOUT_S",
     "EVAL_BINARIZATION_SEED",
     "IMAGE_SHAPE",
     "SYSTEM_DATA_DIRS",
     "DataUnavailableError",
     "ImageDataModule",
-    "ShardedBatches",
-    "TensorBatches",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,20 +61,11 @@ DATASETS = ("mnist", "fashion-mnist", "omniglot")
 BINARIZATIONS = ("none", "dynamic")
 IMAGE_SHAPE = (1, 28, 28)
 
-#: Where data goes when ``data_dir`` is not given: ``$DISCRETE_ZOO_DATA``, else this.
-DATA_DIR_ENV = "DISCRETE_ZOO_DATA"
-DEFAULT_DATA_DIR = Path("~/.cache/discrete-zoo/data")
-
 #: Where ``apt-get install dataset-fashion-mnist`` (Debian/Ubuntu) puts the IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 #: Directories where system packages install a data set; searched after ``data_dir``.
 SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {"fashion-mnist": (DEBIAN_FASHION_MNIST,)}
-
-#: Seconds a download may wait on a silent socket. torchvision sets no timeout, so
-#: behind a firewall that drops packets each attempt would hang for minutes; with this,
-#: MNIST's two mirrors give up after about 20 s.
-DOWNLOAD_TIMEOUT_S = 10.0
 
 #: Seed of the once-per-setup binarization of validation and test images.
 EVAL_BINARIZATION_SEED = 0
@@ -90,123 +78,6 @@ _IDX_LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
 _OMNIGLOT_CACHE = "omniglot28"
 _OMNIGLOT_TORCHVISION_FILES = ("images_background.zip", "images_evaluation.zip")
 _SPLITS = ("train", "test")
-# Errors a failed download raises: URLError and socket timeouts are OSErrors; torchvision
-# turns failed mirrors and checksum mismatches into RuntimeErrors.
-_DOWNLOAD_ERRORS = (OSError, RuntimeError, HTTPException)
-
-
-class DataUnavailableError(FileNotFoundError):
-    """No local copy of a data set was found and it could not be downloaded."""
-
-
-class ShardedBatches(ResumableEpochs):
-    """Epochs of batches of example indices, shuffled, sharded over ranks and resumable.
-
-    The index logic shared by the in-memory loaders: a subclass holds the data and
-    turns each index batch of :meth:`_index_batches` into a batch of it. With
-    ``shuffle``, epoch ``e`` uses the permutation of a generator seeded with
-    ``seed + e``; ``seed=None`` draws the seed from torch's global RNG here, so
-    ``torch.manual_seed``/``seed_everything`` make the order reproducible, and ranks
-    given the same seed agree on it. ``epoch`` is the first epoch to serve (a data module
-    resuming after an epoch's end starts at the trainer's).
-
-    Like ``DistributedSampler``, rank ``r`` of ``world_size`` takes every
-    ``world_size``-th index of the epoch's order from ``r``, after the order is padded
-    by wrapping around to a multiple of ``world_size``: the shares are disjoint but for
-    the padding, and every rank gets the same number of batches (the collectives of
-    DDP need that). The last batch may be smaller (``drop_last=False``). ``size``, the
-    number of examples, must be at least 1; subclasses check it with their data.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int | None = None,
-        epoch: int = 0,
-    ) -> None:
-        name = type(self).__name__
-        if batch_size <= 0:
-            raise ValueError(f"{name}: batch_size must be a positive integer, got {batch_size}.")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                f"{name}: need world_size >= 1 and 0 <= rank < world_size, "
-                f"got rank={rank}, world_size={world_size}."
-            )
-        self.size = size
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.seed = draw_seed() if seed is None and shuffle else seed
-        #: Epochs started so far; advanced when iteration begins, not by a bare ``iter()``,
-        #: so Lightning's check that the object is iterable does not skip an order.
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self._share_size() / self.batch_size)
-
-    def _index_batches(self, device: torch.device) -> Iterator[Tensor]:
-        """This rank's index batches of the next epoch on ``device``, from where it resumes."""
-        share = self._epoch_order()[self.rank :: self.world_size].to(device)
-        starts = range(0, len(share), self.batch_size)
-        for index in self._resumable(len(starts)):
-            yield share[starts[index] : starts[index] + self.batch_size]
-
-    def _share_size(self) -> int:
-        return math.ceil(self.size / self.world_size)
-
-    def _epoch_order(self) -> Tensor:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
-        else:
-            order = torch.arange(self.size)
-        self.epoch += 1
-        padded = self._share_size() * self.world_size
-        return order.repeat(math.ceil(padded / self.size))[:padded]
-
-
-class TensorBatches(ShardedBatches):
-    """The rows of one tensor in batches, cut by indexing: a DataLoader for data in memory.
-
-    Each iteration is one epoch; batches are ``data[indices]`` (no labels), in the
-    order and shares of :class:`ShardedBatches`. ``binarize`` replaces each batch by
-    a fresh Bernoulli draw with the pixels as probabilities.
-    """
-
-    def __init__(
-        self,
-        data: Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        binarize: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int | None = None,
-        epoch: int = 0,
-    ) -> None:
-        if data.dim() == 0 or len(data) == 0:
-            raise ValueError(
-                "TensorBatches needs at least one example, "
-                f"got a tensor of shape {tuple(data.shape)}."
-            )
-        super().__init__(
-            len(data), batch_size, shuffle=shuffle, rank=rank, world_size=world_size, seed=seed, epoch=epoch
-        )
-        self.data = data
-        self.binarize = binarize
-
-    def __iter__(self) -> Iterator[Tensor]:
-        for indices in self._index_batches(self.data.device):
-            batch = self.data[indices]
-            yield torch.bernoulli(batch) if self.binarize else batch
-
 
 class ImageDataModule(ResumableOrder, LightningDataModule):
     """MNIST, Fashion-MNIST or Omniglot as ``(B, 784)`` float32 batches in [0, 1].
@@ -260,9 +131,8 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
                 f"got {val_size!r}."
             )
         self.save_hyperparameters()
-        self.dataset = name
-        data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-        self.data_dir = Path(data_dir).expanduser()
+        self.name = name
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.binarize = binarize
@@ -272,20 +142,20 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
 
     def prepare_data(self) -> None:
         """Make sure a local copy exists: find one, else download one into ``data_dir``."""
-        if self.dataset == "omniglot":
+        if self.name == "omniglot":
             self._prepare_omniglot()
             return
         if self.idx_files() is not None:
             return
         if not self.download:
             raise self._unavailable("no local copy was found and download=False")
-        dataset_class = getattr(torchvision.datasets, _TORCHVISION_CLASSES[self.dataset])
+        dataset_class = getattr(torchvision.datasets, _TORCHVISION_CLASSES[self.name])
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout():
                 # One call fetches all four files, the test split's included.
                 dataset_class(self.data_dir, train=True, download=True)
-        except _DOWNLOAD_ERRORS as err:
-            raise self._unavailable(f"no local copy was found and {_describe(err)}") from err
+        except DOWNLOAD_ERRORS as err:
+            raise self._unavailable(f"no local copy was found and {describe_failure(err)}") from err
         if self.idx_files() is None:
             raise self._unavailable("the download finished but left no image files")
 
@@ -322,7 +192,7 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
         train, test = (_to_unit_interval(images) for images in self._load_uint8())
         if self.val_size >= len(train):
             raise ValueError(
-                f"val_size must be smaller than the training set of {_TITLES[self.dataset]} "
+                f"val_size must be smaller than the training set of {_TITLES[self.name]} "
                 f"({len(train)} images), got {self.val_size}."
             )
         if self.binarize == "dynamic":
@@ -336,7 +206,7 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
 
     def _load_uint8(self) -> tuple[Tensor, Tensor]:
         """The training and test images, uint8 ``(N, 28, 28)``."""
-        if self.dataset == "omniglot":
+        if self.name == "omniglot":
             if not self._omniglot_cached():
                 raise self._unavailable(_NOT_PREPARED)
             train, test = self._omniglot_cache_files()
@@ -344,13 +214,13 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
         files = self.idx_files()
         if files is None:
             raise self._unavailable(_NOT_PREPARED)
-        return _read_images(files[0]), _read_images(files[1])
+        return read_idx_images(files[0]), read_idx_images(files[1])
 
     # Finding local copies.
 
     def _idx_places(self) -> list[Path]:
-        raw = self.data_dir / _TORCHVISION_CLASSES[self.dataset] / "raw"
-        return [self.data_dir, raw, *SYSTEM_DATA_DIRS.get(self.dataset, ())]
+        raw = self.data_dir / _TORCHVISION_CLASSES[self.name] / "raw"
+        return [self.data_dir, raw, *SYSTEM_DATA_DIRS.get(self.name, ())]
 
     def idx_files(self, labels: bool = False) -> tuple[Path, ...] | None:
         """The IDX files of the first place that has all of them, or None if none has.
@@ -360,7 +230,7 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
         """
         names = _IDX_IMAGE_FILES + (_IDX_LABEL_FILES if labels else ())
         for place in self._idx_places():
-            files = [_find_file(place, name) for name in names]
+            files = [find_file(place, name) for name in names]
             if None not in files:
                 return tuple(files)
         return None
@@ -376,15 +246,15 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
         if self._omniglot_cached():
             return
         try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            with socket_timeout():
                 sources = [
                     torchvision.datasets.Omniglot(
                         self.data_dir, background=split == "train", download=self.download
                     )
                     for split in _SPLITS
                 ]
-        except _DOWNLOAD_ERRORS as err:
-            failure = _describe(err) if self.download else "download=False"
+        except DOWNLOAD_ERRORS as err:
+            failure = describe_failure(err) if self.download else "download=False"
             raise self._unavailable(f"no local copy was found and {failure}") from err
         log.info("Converting Omniglot to 28×28 into %s (once).", self.data_dir / _OMNIGLOT_CACHE)
         (self.data_dir / _OMNIGLOT_CACHE).mkdir(parents=True, exist_ok=True)
@@ -394,8 +264,8 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
             temporary.replace(path)  # atomic: an interrupted conversion leaves no cache
 
     def _unavailable(self, reason: str) -> DataUnavailableError:
-        title = _TITLES[self.dataset]
-        if self.dataset == "omniglot":
+        title = _TITLES[self.name]
+        if self.name == "omniglot":
             downloads = self.data_dir / "omniglot-py"
             searched = self._omniglot_cache_files()
             searched += [downloads / name for name in _OMNIGLOT_TORCHVISION_FILES]
@@ -404,7 +274,7 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
             searched = self._idx_places()
             wanted = "the IDX files " + " and ".join(f"{name}[.gz]" for name in _IDX_IMAGE_FILES)
         remedies = [f"pass --data-dir (data_dir=...) pointing at a folder with {wanted}"]
-        if self.dataset == "fashion-mnist":
+        if self.name == "fashion-mnist":
             remedies.append(
                 "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
                 f"which puts the files in {DEBIAN_FASHION_MNIST}"
@@ -425,26 +295,7 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
         )
 
 
-_MAX_ERROR_CHARS = 300
 _NOT_PREPARED = "no local copy was found; prepare_data() downloads one (Trainer.fit calls it)"
-
-
-def _find_file(folder: Path, name: str) -> Path | None:
-    """``folder/name``, or else ``folder/name.gz``, whichever is a file first."""
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read_images(path: Path) -> Tensor:
-    images = read_idx(path)
-    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise ValueError(
-            f"{path} holds a {images.dtype} tensor of shape {tuple(images.shape)}, not 28×28 "
-            "uint8 images (N, 28, 28); point data_dir at the image files of the data set."
-        )
-    return images
 
 
 def _load_omniglot_cache(path: Path) -> Tensor:
@@ -485,22 +336,3 @@ def _to_unit_interval(images: Tensor) -> Tensor:
 def _fixed_binarization(images: Tensor) -> Tensor:
     generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
     return torch.bernoulli(images, generator=generator)
-
-
-def _describe(err: BaseException) -> str:
-    """A one-line account of a download error; the full one is chained as the cause."""
-    text = " ".join(str(err).split())
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[: _MAX_ERROR_CHARS - 1] + "…"
-    return f"the download failed ({type(err).__name__}: {text})"
-
-
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """Give sockets opened inside the block a timeout; torchvision's downloads set none."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)

@@ -9,8 +9,9 @@ nothing from the file) and one entry of ``checkpoints/manifest.json``: the model
 and its constructor's arguments, the data, estimator and τ, the ``train.py``
 command that produced it, its metrics and how they were measured, its parameter
 count, file name, size and sha256. The hash is checked before the file is read.
-An entry with a ``url`` is fetched into ``~/.cache/discrete-zoo/checkpoints``
-(``$DISCRETE_ZOO_CACHE`` moves it) when the file is not beside the manifest.
+An entry with a ``url`` is fetched into the cache folder's ``checkpoints/``
+(``datamodules.cache_dir()``: ``$DISCRETE_ZOO_CACHE``, else XDG's) when the file is
+not beside the manifest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import difflib
 import fnmatch
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from datamodules import cache_dir
+
 #: The manifest of the releases in this repository.
 MANIFEST = Path(__file__).resolve().parents[1] / "checkpoints" / "manifest.json"
-CACHE_ENV = "DISCRETE_ZOO_CACHE"
 REQUIRED_FIELDS = ("model", "hyper_parameters", "data", "estimator", "tau", "command", "metrics", "parameters",
                    "file", "size_bytes", "sha256", "dtype", "url")
 
@@ -120,7 +121,7 @@ def weights_file(release: Release, manifest: Path | None = None) -> Path:
 
 
 def _download(url: str, file_name: str, sha256: str) -> Path:
-    cache = Path(os.environ.get(CACHE_ENV, "~/.cache/discrete-zoo")).expanduser() / "checkpoints"
+    cache = cache_dir() / "checkpoints"
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / file_name
     if not path.is_file():

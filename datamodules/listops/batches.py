@@ -8,7 +8,7 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from .._seeds import ResumableEpochs, draw_seed
+from .._batching import ResumableEpochs, draw_seed
 from .expressions import TOKEN_IDS
 from .files import Example
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 
-from .._seeds import ResumableOrder
+from .._batching import ResumableOrder
+from .._downloads import cache_dir as zoo_cache_dir
 from .batches import BucketedBatches, encode
 from .expressions import paper_length
 from .files import Example, read_examples, write_lines
@@ -18,17 +18,11 @@ from .generator import DEFAULT_SIZES, generate_splits
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "val", "test")
+#: Each split's file, named as in the published data set.
+FILES = {"train": "train.tsv", "val": "valid.tsv", "test": "test.tsv"}
 #: The paper trains and evaluates on expressions of fewer than 100 tokens.
 PAPER_MAX_LENGTH = 100
-CACHE_ENV = "DISCRETE_ZOO_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$DISCRETE_ZOO_CACHE``, else ``$XDG_CACHE_HOME/discrete-zoo``, else ``~/.cache/discrete-zoo``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "discrete-zoo"
 
 
 class ListOpsDataModule(ResumableOrder, LightningDataModule):
@@ -40,7 +34,7 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
     ``cache_dir/listops/<settings>/`` and later runs read them from there: no
     download is needed. ``max_length`` drops examples of ``max_length`` tokens or
     more, counted as the paper counts (the default, 100, is its filter; ``None``
-    keeps every example). The validation loader serves ``valid`` and the test
+    keeps every example). The validation loader serves ``val`` (``valid.tsv``) and the test
     loader ``test``.
     """
 
@@ -57,8 +51,8 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
     ) -> None:
         super().__init__()
         sizes = dict(sizes or DEFAULT_SIZES)
-        if set(sizes) != set(SPLITS):
-            raise ValueError(f"sizes must give {', '.join(SPLITS)}, got {sorted(sizes)}.")
+        if set(sizes) != set(DEFAULT_SIZES):  # the generator's splits, named as their files
+            raise ValueError(f"sizes must give {', '.join(DEFAULT_SIZES)}, got {sorted(sizes)}.")
         if max_length is not None and max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {max_length}.")
         self.data_dir = Path(data_dir) if data_dir else None
@@ -67,7 +61,7 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
         self.max_length = max_length
         self.sizes = sizes
         self.generation_seed = generation_seed
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else zoo_cache_dir()
         self.bucket_batches = bucket_batches
         self.splits: dict[str, tuple] = {}
 
@@ -81,7 +75,7 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.data_dir is not None:
-            missing = [f"{split}.tsv" for split in SPLITS if not (self.data_dir / f"{split}.tsv").is_file()]
+            missing = [name for name in FILES.values() if not (self.data_dir / name).is_file()]
             if missing:
                 raise FileNotFoundError(
                     f"ListOps: {', '.join(missing)} not found in {self.data_dir}. Write the splits with "
@@ -90,17 +84,17 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
                 )
             return
         folder = self.files_dir
-        if all((folder / f"{split}.tsv").is_file() for split in SPLITS):
+        if all((folder / name).is_file() for name in FILES.values()):
             return
         log.info("generating ListOps %s (seed %d) into %s", self.sizes, self.generation_seed, folder)
         for split, rows in generate_splits(self.sizes, self.generation_seed).items():
             write_lines(folder / f"{split}.tsv", rows)
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",)}.get(stage, SPLITS)
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, SPLITS)
         for split in wanted:
             if split not in self.splits:
-                self.splits[split] = encode(self._kept(read_examples(self.files_dir / f"{split}.tsv"), split))
+                self.splits[split] = encode(self._kept(read_examples(self.files_dir / FILES[split]), split))
 
     def _kept(self, examples: list[Example], split: str) -> list[Example]:
         if self.max_length is None:
@@ -115,7 +109,7 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
         return self._batches("train", self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> BucketedBatches:
-        return self._batches("valid", self.eval_batch_size)
+        return self._batches("val", self.eval_batch_size)
 
     def test_dataloader(self) -> BucketedBatches:
         return self._batches("test", self.eval_batch_size)

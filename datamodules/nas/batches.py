@@ -1,7 +1,7 @@
 """Labelled image batches cut from tensors in memory, augmented a whole batch at a time.
 
 :class:`LabelledBatches` serves ``(images, labels)`` in the order and rank shares of
-:class:`~datamodules.images.ShardedBatches`, normalised per channel, and optionally
+:class:`~datamodules._batching.ShardedBatches`, normalised per channel, and optionally
 with the augmentation of the CIFAR recipes: a random crop of the image padded by 4
 zero pixels on each side, and a random horizontal flip. Both are one indexing
 operation on the batch tensor, on the data's device, with no per-image Python work.
@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from .._seeds import ResumableEpochs, draw_seed
-from ..images import ShardedBatches
+from .._batching import ResumableEpochs, ShardedBatches, draw_seed
 
 __all__ = ["CROP_PADDING", "LabelledBatches", "PairedBatches", "crop_and_flip"]
 

@@ -13,15 +13,14 @@ std of the training images, computed once at setup.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
 
-from .._seeds import ResumableOrder
-from ..images import DATA_DIR_ENV, DEFAULT_DATA_DIR
+from .._batching import ResumableOrder
+from .._downloads import default_data_dir
 from . import sources
 from .batches import LabelledBatches, PairedBatches
 from .sources import DatasetInfo
@@ -41,7 +40,7 @@ class NASDataModule(ResumableOrder, LightningDataModule):
     when searching and :class:`LabelledBatches` when training; training batches are
     shuffled, each loader with its own seed shared by all ranks, and augmented (random
     crop of the zero-padded image, horizontal flip) unless ``augment=False``.
-    ``data_dir`` defaults to ``$DISCRETE_ZOO_DATA``, else ``~/.cache/discrete-zoo/data``.
+    ``data_dir`` defaults to the cache folder's ``data/`` (``datamodules.cache_dir()``).
     """
 
     MODES = MODES
@@ -69,8 +68,7 @@ class NASDataModule(ResumableOrder, LightningDataModule):
             raise ValueError(f"search_split_seed must be an integer, got {search_split_seed!r}.")
         self.save_hyperparameters()
         self.name = name
-        data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-        self.data_dir = Path(data_dir).expanduser()
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.mode = mode

@@ -31,16 +31,9 @@ import torchvision
 from torch import Tensor
 from torch.nn import functional
 
-from ..images import (
-    _DOWNLOAD_ERRORS,
-    DOWNLOAD_TIMEOUT_S,
-    DataUnavailableError,
-    ImageDataModule,
-    _describe,
-    _read_images,
-    _socket_timeout,
-)
-from ..idx import read_idx
+from .._downloads import DOWNLOAD_ERRORS, DataUnavailableError, describe_failure, socket_timeout
+from ..idx import read_idx, read_idx_images
+from ..images import ImageDataModule
 
 __all__ = [
     "DATASETS",
@@ -153,10 +146,10 @@ def _load_cifar(name: str, data_dir: Path, download: bool, train: bool) -> tuple
     class_name, folder = _CIFAR[name]
     dataset_class = getattr(torchvision.datasets, class_name)
     try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        with socket_timeout():
             dataset = dataset_class(data_dir, train=train, download=download)
-    except _DOWNLOAD_ERRORS as err:
-        failure = _describe(err) if download else f"download=False ({err})"
+    except DOWNLOAD_ERRORS as err:
+        failure = describe_failure(err) if download else f"download=False ({err})"
         title = DATASETS[name].title
         raise DataUnavailableError(
             f"{title} is not available: no intact copy was found in {data_dir / folder} "
@@ -314,9 +307,9 @@ def _fashion_mnist_files(data_dir: Path, download: bool) -> tuple[Path, ...]:
 def _load_fashion_mnist(data_dir: Path, download: bool) -> Splits:
     train_images, test_images, train_labels, test_labels = _fashion_mnist_files(data_dir, download)
     return Splits(
-        _pad_to_32(_read_images(train_images)),
+        _pad_to_32(read_idx_images(train_images)),
         _read_labels(train_labels),
-        _pad_to_32(_read_images(test_images)),
+        _pad_to_32(read_idx_images(test_images)),
         _read_labels(test_labels),
     )
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import Tensor
 
-from datamodules import images
+from datamodules import _downloads, images
 from datamodules.idx import write_idx
 
 NUM_TRAIN, NUM_TEST = 120, 30
@@ -59,5 +59,6 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> dict[str, FailingDownload]:
         fakes[name] = FailingDownload(RuntimeError("offline"))
         monkeypatch.setattr(torchvision.datasets, name, fakes[name])
     monkeypatch.setattr(images, "SYSTEM_DATA_DIRS", {})
-    monkeypatch.delenv(images.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(_downloads.CACHE_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     return fakes

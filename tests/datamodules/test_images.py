@@ -1,4 +1,4 @@
-"""ImageDataModule and TensorBatches: finding data, splits, batching, and Lightning."""
+"""ImageDataModule: finding data, splits, binarization, and Lightning."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from lightning.pytorch import LightningModule, Trainer
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from datamodules import images
+from datamodules import _downloads, images
 from datamodules.idx import write_idx
-from datamodules.images import DataUnavailableError, ImageDataModule, TensorBatches
+from datamodules.images import DataUnavailableError, ImageDataModule
 
 from .conftest import (
     NUM_TEST,
@@ -83,12 +83,6 @@ def test_an_incomplete_copy_is_skipped(tmp_path: Path) -> None:
     assert torch.equal(set_up(tmp_path).splits["train"], as_unit(train))
 
 
-def test_data_dir_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ImageDataModule().data_dir == Path.home() / ".cache" / "discrete-zoo" / "data"
-    monkeypatch.setenv(images.DATA_DIR_ENV, str(tmp_path))
-    assert ImageDataModule().data_dir == tmp_path
-
-
 def test_files_that_are_not_28x28_images_are_named(tmp_path: Path) -> None:
     write_image_files(tmp_path)
     write_idx(tmp_path / "train-images-idx3-ubyte", torch.zeros(5, dtype=torch.uint8))
@@ -103,7 +97,7 @@ class FakeMNIST:
     """torchvision.datasets.MNIST on a working network: writes the files into root/MNIST/raw."""
 
     def __init__(self, root: Path, train: bool, download: bool) -> None:
-        assert download and socket.getdefaulttimeout() == images.DOWNLOAD_TIMEOUT_S
+        assert download and socket.getdefaulttimeout() == _downloads.DOWNLOAD_TIMEOUT_S
         write_image_files(Path(root) / "MNIST" / "raw", compressed=False)
 
 
@@ -275,78 +269,6 @@ def test_dynamic_binarization(tmp_path: Path) -> None:
         assert torch.equal(datamodule.splits[split], again.splits[split])
     first_val, second_val = (next(iter(datamodule.val_dataloader())) for _ in range(2))
     assert torch.equal(first_val, second_val)
-
-
-# TensorBatches.
-
-
-def rows(count: int) -> Tensor:
-    """Row ``i`` holds ``i``, so a batch says which examples it contains."""
-    return torch.arange(count, dtype=torch.float32).unsqueeze(1)
-
-
-def epoch_indices(batches: TensorBatches) -> list[int]:
-    return [int(value) for batch in batches for value in batch[:, 0]]
-
-
-def test_every_example_once_per_epoch_in_a_new_order() -> None:
-    batches = TensorBatches(rows(103), 10, shuffle=True)
-    epochs = [epoch_indices(batches) for _ in range(3)]
-    for order in epochs:
-        assert sorted(order) == list(range(103))
-    assert epochs[0] != epochs[1] != epochs[2]
-
-
-def test_same_seed_same_order() -> None:
-    torch.manual_seed(7)
-    first = TensorBatches(rows(50), 8, shuffle=True)
-    torch.manual_seed(7)
-    second = TensorBatches(rows(50), 8, shuffle=True)
-    assert [epoch_indices(first) for _ in range(2)] == [epoch_indices(second) for _ in range(2)]
-
-
-def test_unshuffled_order_is_the_data_order() -> None:
-    assert epoch_indices(TensorBatches(rows(25), 10)) == list(range(25))
-
-
-def test_a_bare_iter_does_not_advance_the_epoch() -> None:
-    batches = TensorBatches(rows(20), 5, shuffle=True, seed=3)
-    iter(batches)  # what Lightning does to check that a loader is iterable
-    assert epoch_indices(batches) == epoch_indices(TensorBatches(rows(20), 5, shuffle=True, seed=3))
-
-
-@pytest.mark.parametrize(
-    ("count", "batch_size", "length"), [(100, 10, 10), (103, 10, 11), (5, 10, 1)]
-)
-def test_len_counts_the_last_partial_batch(count: int, batch_size: int, length: int) -> None:
-    batches = TensorBatches(rows(count), batch_size, shuffle=True)
-    assert len(batches) == length == len(list(batches))
-
-
-@pytest.mark.parametrize(("count", "world_size"), [(100, 2), (103, 2), (10, 3), (2, 4)])
-def test_ranks_share_each_epoch(count: int, world_size: int) -> None:
-    ranks = [
-        TensorBatches(rows(count), 7, shuffle=True, rank=rank, world_size=world_size, seed=11)
-        for rank in range(world_size)
-    ]
-    share_size = -(-count // world_size)
-    padding = share_size * world_size - count
-    for _ in range(2):  # the shares hold in every epoch, with that epoch's order
-        shares = [epoch_indices(batches) for batches in ranks]
-        assert all(len(share) == share_size for share in shares)
-        assert len({len(batches) for batches in ranks}) == 1
-        together = sorted(index for share in shares for index in share)
-        assert set(together) == set(range(count))  # the shares cover the epoch...
-        assert len(together) == count + padding  # ...and overlap by the padding only
-
-
-def test_tensor_batches_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="at least one example"):
-        TensorBatches(torch.zeros(0, 784), 10)
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
-        TensorBatches(rows(5), 0)
-    with pytest.raises(ValueError, match="0 <= rank < world_size, got rank=2, world_size=2"):
-        TensorBatches(rows(5), 1, rank=2, world_size=2)
 
 
 # Arguments.

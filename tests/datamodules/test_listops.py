@@ -228,7 +228,7 @@ def test_the_datamodule_generates_once_into_the_cache(tmp_path):
     data.setup("fit")
     tokens, lengths, labels = next(iter(data.train_dataloader()))
     assert tokens.dtype == torch.long and tokens.shape[0] == 8 == len(lengths) == len(labels)
-    assert set(data.splits) == {"train", "valid"}
+    assert set(data.splits) == {"train", "val"}
 
 
 def test_the_length_filter(tmp_path):
