@@ -65,7 +65,10 @@ def speed(args: argparse.Namespace) -> None:
     labels = torch.randint(10, (64,), device=device)
 
     def search_step() -> None:
-        for optimizer, trained in ((weight_optimizer, search.network.parameters()), (architecture_optimizer, [search.alpha])):
+        for optimizer, trained in (
+            (weight_optimizer, search.network.parameters()),
+            (architecture_optimizer, [search.alpha]),
+        ):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(search(images), labels).backward(inputs=list(trained))
             optimizer.step()
@@ -77,7 +80,7 @@ def speed(args: argparse.Namespace) -> None:
 
     seconds: dict[str, list[float]] = {"GDAS search step (weights + α)": [], "fixed network, one SGD step": []}
     for index in range(args.steps + 1):
-        for (name, times), step in zip(seconds.items(), (search_step, fixed_step)):
+        for times, step in zip(seconds.values(), (search_step, fixed_step)):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -87,8 +90,10 @@ def speed(args: argparse.Namespace) -> None:
             if index:  # the first step warms up
                 times.append(time.perf_counter() - start)
     info = environment()
-    print(f"- `{info['command']}`; {info['device']}, {info['threads']} threads; C = 16, N = 5, batch 64 of "
-          f"3×32×32, {args.steps} timed steps after one warm-up; the sample differs every step\n")
+    print(
+        f"- `{info['command']}`; {info['device']}, {info['threads']} threads; C = 16, N = 5, batch 64 of "
+        f"3×32×32, {args.steps} timed steps after one warm-up; the sample differs every step\n"
+    )
     print("| step | seconds / step | CIFAR-10 search epoch (391 steps), minutes | ratio |")
     print("|---|--:|--:|--:|")
     baseline = statistics.mean(seconds["fixed network, one SGD step"])
@@ -111,52 +116,109 @@ class EpochRecord(L.Callback):
         if trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
-        entry = {"epoch": trainer.current_epoch + 1, "seconds": time.perf_counter() - self._start,
-                 "test_accuracy": float(metrics["val/accuracy"])}
+        entry = {
+            "epoch": trainer.current_epoch + 1,
+            "seconds": time.perf_counter() - self._start,
+            "test_accuracy": float(metrics["val/accuracy"]),
+        }
         if isinstance(module, GDASSearch):
-            entry.update(genotype=str(module.genotype), tau=module.estimator.tau,
-                         alpha_softmax=module.alpha.detach().softmax(-1).tolist())
+            entry.update(
+                genotype=str(module.genotype),
+                tau=module.estimator.tau,
+                alpha_softmax=module.alpha.detach().softmax(-1).tolist(),
+            )
         self.record["epochs"].append(entry)
         self.path.write_text(json.dumps(self.record, indent=1))
 
 
-def fit(model: L.LightningModule, data: NASDataModule, record: dict, path: Path, epochs: int,
-        steps_per_epoch: int | None) -> None:
-    args = dict(max_epochs=epochs, limit_train_batches=steps_per_epoch, accelerator="auto", devices=1,
-                logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                num_sanity_val_steps=0, callbacks=[EpochRecord(record, path)])
+def fit(
+    model: L.LightningModule, data: NASDataModule, record: dict, path: Path, epochs: int, steps_per_epoch: int | None
+) -> None:
+    args = dict(
+        max_epochs=epochs,
+        limit_train_batches=steps_per_epoch,
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[EpochRecord(record, path)],
+    )
     L.Trainer(**args).fit(model, datamodule=data)
     print(f"-> {path}")
 
 
 def search(args: argparse.Namespace) -> None:
     L.seed_everything(args.seed, verbose=False)
-    model = GDASSearch(channels=args.channels, cells_per_stage=args.cells, in_channels=1, estimator=args.estimator,
-                       arch_lr=args.arch_lr)
-    record = {**environment(), "kind": "search", "estimator": args.estimator, "seed": args.seed, "arch_lr": args.arch_lr,
-              "channels": args.channels, "cells_per_stage": args.cells, "batch_size": 64,
-              "steps_per_epoch": args.steps_per_epoch, "tau": [model.tau_start, model.tau_end], "epochs": []}
+    model = GDASSearch(
+        channels=args.channels,
+        cells_per_stage=args.cells,
+        in_channels=1,
+        estimator=args.estimator,
+        arch_lr=args.arch_lr,
+    )
+    record = {
+        **environment(),
+        "kind": "search",
+        "estimator": args.estimator,
+        "seed": args.seed,
+        "arch_lr": args.arch_lr,
+        "channels": args.channels,
+        "cells_per_stage": args.cells,
+        "batch_size": 64,
+        "steps_per_epoch": args.steps_per_epoch,
+        "tau": [model.tau_start, model.tau_end],
+        "epochs": [],
+    }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / (f"search-{args.estimator}-seed{args.seed}-{args.epochs}x{args.steps_per_epoch}"
-                          f"-arch-lr{args.arch_lr:g}.json")
-    fit(model, NASDataModule("fashion-mnist", batch_size=64, mode="search"), record, path, args.epochs,
-        args.steps_per_epoch)
+    path = RESULTS_DIR / (
+        f"search-{args.estimator}-seed{args.seed}-{args.epochs}x{args.steps_per_epoch}-arch-lr{args.arch_lr:g}.json"
+    )
+    fit(
+        model,
+        NASDataModule("fashion-mnist", batch_size=64, mode="search"),
+        record,
+        path,
+        args.epochs,
+        args.steps_per_epoch,
+    )
 
 
 def retrain(args: argparse.Namespace) -> None:
     """``train.py --model nas-net`` on Fashion-MNIST, so that the run is also a release candidate."""
-    from zoo import train
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from zoo import train
 
     if args.genotype == "random":
         genotype = str(Genotype.random(torch.Generator().manual_seed(args.seed)))
     else:
         genotype = str(Genotype.parse(args.genotype))
     output = Path("runs") / "benchmarks" / "gdas" / args.label
-    command = ["--model", "nas-net", "--data", "fashion-mnist", "--genotype", genotype,
-               "--model-arg", f"channels={args.channels}", "--model-arg", f"cells_per_stage={args.cells}",
-               "--batch-size", str(args.batch_size), "--max-epochs", str(args.epochs), "--seed", str(args.seed),
-               "--output-dir", str(output), "--trainer-arg", "enable_progress_bar=false"]
+    command = [
+        "--model",
+        "nas-net",
+        "--data",
+        "fashion-mnist",
+        "--genotype",
+        genotype,
+        "--model-arg",
+        f"channels={args.channels}",
+        "--model-arg",
+        f"cells_per_stage={args.cells}",
+        "--batch-size",
+        str(args.batch_size),
+        "--max-epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--output-dir",
+        str(output),
+        "--trainer-arg",
+        "enable_progress_bar=false",
+    ]
     start = time.time()
     train.main(command)
     run = max(output.glob("*/version_*"), key=lambda path: path.stat().st_mtime)
@@ -164,12 +226,23 @@ def retrain(args: argparse.Namespace) -> None:
     accuracies = events.Scalars("val/accuracy")
     ends = [start] + [event.wall_time for event in accuracies]
     model = NASNet(genotype, channels=args.channels, cells_per_stage=args.cells, in_channels=1)
-    record = {**environment(), "command": shlex.join(["python", "train.py", *command]), "kind": "retrain",
-              "label": args.label, "genotype": genotype, "seed": args.seed, "channels": args.channels,
-              "cells_per_stage": args.cells, "batch_size": args.batch_size, "run": str(run),
-              "parameters": sum(p.numel() for p in model.parameters()),
-              "epochs": [{"epoch": index + 1, "seconds": ends[index + 1] - ends[index], "test_accuracy": event.value}
-                         for index, event in enumerate(accuracies)]}
+    record = {
+        **environment(),
+        "command": shlex.join(["python", "train.py", *command]),
+        "kind": "retrain",
+        "label": args.label,
+        "genotype": genotype,
+        "seed": args.seed,
+        "channels": args.channels,
+        "cells_per_stage": args.cells,
+        "batch_size": args.batch_size,
+        "run": str(run),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": [
+            {"epoch": index + 1, "seconds": ends[index + 1] - ends[index], "test_accuracy": event.value}
+            for index, event in enumerate(accuracies)
+        ],
+    }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"retrain-{args.label}-seed{args.seed}.json"
     path.write_text(json.dumps(record, indent=1))
@@ -186,28 +259,37 @@ def report(args: argparse.Namespace) -> None:
     searches = [record for record in records if record["kind"] == "search"]
     retrained = [record for record in records if record["kind"] == "retrain"]
     for record in searches:
-        print(f"- `{record['command']}`; {record['device']}, {record['threads']} threads; C = {record['channels']}, "
-              f"N = {record['cells_per_stage']}, {record['steps_per_epoch']} steps an epoch, "
-              f"τ {record['tau'][0]:g} → {record['tau'][1]:g}, α's lr {record.get('arch_lr', 3e-4):g}; "
-              "largest softmax(α) per edge at the end: "
-              + ", ".join(f"{max(row):.2f}" for row in record["epochs"][-1]["alpha_softmax"]) + "\n")
+        print(
+            f"- `{record['command']}`; {record['device']}, {record['threads']} threads; C = {record['channels']}, "
+            f"N = {record['cells_per_stage']}, {record['steps_per_epoch']} steps an epoch, "
+            f"τ {record['tau'][0]:g} → {record['tau'][1]:g}, α's lr {record.get('arch_lr', 3e-4):g}; "
+            "largest softmax(α) per edge at the end: "
+            + ", ".join(f"{max(row):.2f}" for row in record["epochs"][-1]["alpha_softmax"])
+            + "\n"
+        )
         print("| epoch | minutes | supernet test acc. (argmax genotype) | τ | genotype |")
         print("|--:|--:|--:|--:|---|")
         for epoch in record["epochs"]:
-            print(f"| {epoch['epoch']} | {epoch['seconds'] / 60:.1f} | {100 * epoch['test_accuracy']:.2f} | "
-                  f"{epoch['tau']:.2f} | `{cell(epoch['genotype'])}` |")
+            print(
+                f"| {epoch['epoch']} | {epoch['seconds'] / 60:.1f} | {100 * epoch['test_accuracy']:.2f} | "
+                f"{epoch['tau']:.2f} | `{cell(epoch['genotype'])}` |"
+            )
         print()
     if retrained:
         first = retrained[0]
-        print(f"Retrained from scratch, C = {first['channels']}, N = {first['cells_per_stage']}, batch "
-              f"{first['batch_size']}, {len(first['epochs'])} epochs of Fashion-MNIST:\n")
+        print(
+            f"Retrained from scratch, C = {first['channels']}, N = {first['cells_per_stage']}, batch "
+            f"{first['batch_size']}, {len(first['epochs'])} epochs of Fashion-MNIST:\n"
+        )
         print("| genotype | from | parameters | test accuracy | minutes |")
         print("|---|---|--:|--:|--:|")
         for record in retrained:
             last = record["epochs"][-1]
             minutes = sum(epoch["seconds"] for epoch in record["epochs"]) / 60
-            print(f"| `{cell(record['genotype'])}` | {record['label']} | {record['parameters']:,} | "
-                  f"{100 * last['test_accuracy']:.2f} | {minutes:.1f} |")
+            print(
+                f"| `{cell(record['genotype'])}` | {record['label']} | {record['parameters']:,} | "
+                f"{100 * last['test_accuracy']:.2f} | {minutes:.1f} |"
+            )
 
 
 def main() -> None:
@@ -219,8 +301,12 @@ def main() -> None:
     searching.add_argument("--estimator", default="reinmax")
     searching.add_argument("--epochs", type=int, default=10)
     searching.add_argument("--steps-per-epoch", type=int, default=100)
-    searching.add_argument("--arch-lr", type=float, default=3e-4,
-                           help="α's Adam learning rate (GDAS: 3e-4 over ~39,000 steps; scale it up for a short search)")
+    searching.add_argument(
+        "--arch-lr",
+        type=float,
+        default=3e-4,
+        help="α's Adam learning rate (GDAS: 3e-4 over ~39,000 steps; scale it up for a short search)",
+    )
     retraining = commands.add_parser("retrain", help="train a genotype from scratch on Fashion-MNIST")
     retraining.add_argument("--genotype", required=True, help="a NATS-Bench string, or 'random' (drawn with --seed)")
     retraining.add_argument("--label", required=True, help="where the genotype came from, e.g. reinmax or random")

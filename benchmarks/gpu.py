@@ -53,14 +53,14 @@ TIMING_STARTS_AT = 20  # steps before it warm up (allocator, cuDNN's choice of k
 sys.path.insert(0, str(ROOT))
 sys.path.extend(str(wheel) for wheel in sorted(WHEELS.glob("*.whl")))  # a pure-Python wheel imports as a zip
 
+import estimators  # noqa: E402
 import lightning as L  # noqa: E402
+import loop_overhead  # noqa: E402
 import torch  # noqa: E402
 
-import estimators  # noqa: E402
-import loop_overhead  # noqa: E402
-from zoo import train  # noqa: E402
 from callbacks.nonfinite import NonFiniteGuard  # noqa: E402
 from tests.runs import model_arguments, write_images, write_listops  # noqa: E402
+from zoo import train  # noqa: E402
 from zoo.models import list_models  # noqa: E402
 
 
@@ -160,7 +160,7 @@ def train_briefly(model: str, precision: str, accelerator: str, images: Path, li
             train.main(argv, callbacks=[timer], plugins=plugins)
         except SystemExit as stop:  # train.py's message is already on stderr
             return {"error": f"train.py exited with status {stop.code}", **timer.record}
-        except Exception as error:  # noqa: BLE001: one model's failure must not hide the others'
+        except Exception as error:  # noqa: BLE001 - one model's failure must not hide the others'
             return {"error": f"{type(error).__name__}: {error}", **timer.record}
     return timer.record
 

@@ -154,8 +154,10 @@ def report(args: argparse.Namespace) -> None:
     for name in ANALYSED:
         cells = [" / ".join(f"{history[step][f'grad_quality/{name}/{statistic}']:.2f}"
                             for statistic in ("cosine", "bias", "std")) for step in shown]
-        means = " / ".join(f"{statistics.mean(entry[f'grad_quality/{name}/{statistic}'] for entry in history.values()):.2f}"
-                           for statistic in ("cosine", "bias", "std"))
+        means = " / ".join(
+            f"{statistics.mean(entry[f'grad_quality/{name}/{statistic}'] for entry in history.values()):.2f}"
+            for statistic in ("cosine", "bias", "std")
+        )
         print(f"| {name} | " + " | ".join(cells) + f" | {means} |")
 
     print("\nTemperature study at the ReinMax run's final parameters: relative bias / relative std:\n")
@@ -164,7 +166,7 @@ def report(args: argparse.Namespace) -> None:
     print("|--:|" + "--:|" * len(study))
     for tau in TEMPERATURES:
         cells = []
-        for name, rows in study.items():
+        for rows in study.values():
             row = next((row for row in rows if row["tau"] == tau), None)
             cells.append(f"{row['bias']:.3f} / {row['std']:.3f}" if row else "–")
         print(f"| {tau:g} | " + " | ".join(cells) + " |")
@@ -183,8 +185,11 @@ def plot(record: dict, path: Path) -> None:
     for name, run in record["runs"].items():
         epochs = [entry["step"] / STEPS_PER_EPOCH for entry in run["history"]]
         cosine_axes.plot(epochs, [entry[f"grad_quality/{name}/cosine"] for entry in run["history"]], label=name)
-    cosine_axes.set(xlabel="epoch", ylabel="cos(mean estimate, exact gradient)",
-                    title="8×4 VAE, Fashion-MNIST: each estimator on its own run")
+    cosine_axes.set(
+        xlabel="epoch",
+        ylabel="cos(mean estimate, exact gradient)",
+        title="8×4 VAE, Fashion-MNIST: each estimator on its own run",
+    )
     for name, rows in record["temperature"].items():
         taus = [row["tau"] for row in rows]
         bias_axes.plot(taus, [row["bias"] for row in rows], marker="o", label=name)
@@ -228,9 +233,11 @@ def overhead(args: argparse.Namespace) -> None:
     step, measure = statistics.median(step_seconds), statistics.median(measure_seconds)
     share = measure / (measure + args.every * step)
     print(f"- command: `{shlex.join(['python', *sys.argv])}`; CPU, {torch.get_num_threads()} threads")
-    print(f"- training step: {step * 1e3:.1f} ms; one measurement (num_samples={callback.num_samples}, "
-          f"probe {callback.probe_batch_size}, RLOO reference of {callback.reference_samples} "
-          f"evaluations): {measure:.2f} s")
+    print(
+        f"- training step: {step * 1e3:.1f} ms; one measurement (num_samples={callback.num_samples}, "
+        f"probe {callback.probe_batch_size}, RLOO reference of {callback.reference_samples} "
+        f"evaluations): {measure:.2f} s"
+    )
     print(f"- every {args.every} steps the callback takes {100 * share:.1f}% of the training time")
 
 

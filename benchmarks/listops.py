@@ -79,22 +79,28 @@ def speed(args: argparse.Namespace) -> None:
             if index:  # the first batch warms up
                 seconds[name].append(time.perf_counter() - start)
     tokens_timed = sum(int(lengths.sum()) for _, lengths, _ in batches[1:])
-    print(f"- command: `{shlex.join(['python', *sys.argv])}`; CPU, {torch.get_num_threads()} threads; "
-          f"{len(batches) - 1} training batches of {args.batch_size} (mean {tokens_timed / (len(batches) - 1) / args.batch_size:.1f} "
-          f"tokens an example), 300-d model, forward + backward + RAdam\n")
+    print(
+        f"- command: `{shlex.join(['python', *sys.argv])}`; CPU, {torch.get_num_threads()} threads; "
+        f"{len(batches) - 1} training batches of {args.batch_size} "
+        f"(mean {tokens_timed / (len(batches) - 1) / args.batch_size:.1f} tokens an example), "
+        "300-d model, forward + backward + RAdam\n"
+    )
     print("| candidates | ms / batch | tokens / s | projected epoch (min) | ratio |")
     print("|---|--:|--:|--:|--:|")
     baseline = sum(seconds["recomputed"])
     for name, times in seconds.items():
         epoch_minutes = statistics.mean(times) * len(loader) / 60
-        print(f"| {name} | {1e3 * statistics.mean(times):.0f} | {tokens_timed / sum(times):,.0f} | "
-              f"{epoch_minutes:.0f} | {sum(times) / baseline:.2f} |")
+        print(
+            f"| {name} | {1e3 * statistics.mean(times):.0f} | {tokens_timed / sum(times):,.0f} | "
+            f"{epoch_minutes:.0f} | {sum(times) / baseline:.2f} |"
+        )
 
 
 def reference_batches(reference: Path) -> BucketedBatches:
     """The published file's expressions of fewer than 100 tokens, as the paper scores them."""
-    examples = [example for example in read_examples(reference)
-                if paper_length(list(example.tokens)) < PAPER_MAX_LENGTH]
+    examples = [
+        example for example in read_examples(reference) if paper_length(list(example.tokens)) < PAPER_MAX_LENGTH
+    ]
     return BucketedBatches(*encode(examples), batch_size=128)
 
 
@@ -129,30 +135,47 @@ class ReferenceAccuracy(L.Callback):
         correct, total = count_correct(module, self.batches)
         module.train()
         metrics = trainer.callback_metrics
-        self.record["epochs"].append({
-            "epoch": trainer.current_epoch + 1, "steps": trainer.global_step, "seconds": seconds,
-            "train_accuracy": float(module.accuracy["train_accuracy"].compute()),  # before the module resets it
-            "generated_valid_accuracy": float(metrics.get("val/accuracy", float("nan"))),
-            "reference_accuracy": correct / total, "reference_examples": total,
-            "lr": trainer.optimizers[0].param_groups[0]["lr"], "resumed": self._resumed_mid_epoch,
-        })
+        self.record["epochs"].append(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "steps": trainer.global_step,
+                "seconds": seconds,
+                "train_accuracy": float(module.accuracy["train_accuracy"].compute()),  # before the module resets it
+                "generated_valid_accuracy": float(metrics.get("val/accuracy", float("nan"))),
+                "reference_accuracy": correct / total,
+                "reference_examples": total,
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "resumed": self._resumed_mid_epoch,
+            }
+        )
         self.path.write_text(json.dumps(self.record, indent=1))
-        print(f"epoch {trainer.current_epoch + 1}: {seconds / 60:.1f} min, published valid accuracy "
-              f"{100 * correct / total:.2f}%", flush=True)
+        print(
+            f"epoch {trainer.current_epoch + 1}: {seconds / 60:.1f} min, published valid accuracy "
+            f"{100 * correct / total:.2f}%",
+            flush=True,
+        )
 
 
 def train(args: argparse.Namespace) -> None:
     L.seed_everything(args.seed, verbose=False)
     model = ListOpsParser(estimator=args.estimator, **({"tau": args.tau} if args.tau else {}))
-    record = {"estimator": args.estimator, "tau": getattr(model.estimator, "tau", None), "seed": args.seed,
-              "batch_size": args.batch_size, "limit_train_batches": args.limit_train_batches,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
-              # The reference file's folder is this machine's business, not the record's.
-              "command": shlex.join(["python", *sys.argv]).replace(str(args.reference), f"PATH/TO/{args.reference.name}"),
-              "epochs": []}
+    record = {
+        "estimator": args.estimator,
+        "tau": getattr(model.estimator, "tau", None),
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "limit_train_batches": args.limit_train_batches,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
+        # The reference file's folder is this machine's business, not the record's.
+        "command": shlex.join(["python", *sys.argv]).replace(str(args.reference), f"PATH/TO/{args.reference.name}"),
+        "epochs": [],
+    }
     args.results.mkdir(parents=True, exist_ok=True)
-    name = f"{args.estimator}-seed{args.seed}" + (f"-limit{args.limit_train_batches}" if args.limit_train_batches else "")
+    name = f"{args.estimator}-seed{args.seed}" + (
+        f"-limit{args.limit_train_batches}" if args.limit_train_batches else ""
+    )
     path = args.results / f"{name}.json"
     checkpoints = args.run_dir / name
     checkpoint = checkpoints / "last.ckpt" if args.resume else None
@@ -162,16 +185,27 @@ def train(args: argparse.Namespace) -> None:
         earlier = json.loads(path.read_text())
         suffix = "" if earlier["command"].endswith("(then --resume)") else " (then --resume)"
         record["epochs"], record["command"] = earlier["epochs"], earlier["command"] + suffix
-    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_train_batches, accelerator="auto",
-                        devices=1, gradient_clip_val=5.0, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False,
-                        callbacks=[ReferenceAccuracy(args.reference, record, path),
-                                   ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=500, save_top_k=0,
-                                                   save_last=True, enable_version_counter=False),
-                                   PerRankSeed(args.seed)],
-                        plugins=[AtomicCheckpointIO()])
-    trainer.fit(model, datamodule=ListOpsDataModule(batch_size=args.batch_size), ckpt_path=checkpoint,
-                weights_only=True)
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        limit_train_batches=args.limit_train_batches,
+        accelerator="auto",
+        devices=1,
+        gradient_clip_val=5.0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            ReferenceAccuracy(args.reference, record, path),
+            ModelCheckpoint(
+                dirpath=checkpoints, every_n_train_steps=500, save_top_k=0, save_last=True, enable_version_counter=False
+            ),
+            PerRankSeed(args.seed),
+        ],
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(
+        model, datamodule=ListOpsDataModule(batch_size=args.batch_size), ckpt_path=checkpoint, weights_only=True
+    )
     print(f"-> {path}")
 
 
@@ -184,8 +218,10 @@ def score(args: argparse.Namespace) -> None:
         module = ListOpsParser.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
         source = str(args.checkpoint)
     correct, total = count_correct(module, reference_batches(args.reference))
-    print(f"{source}: {100 * correct / total:.2f}% ({correct} of {total}) on {args.reference.name}, "
-          f"expressions of fewer than {PAPER_MAX_LENGTH} tokens")
+    print(
+        f"{source}: {100 * correct / total:.2f}% ({correct} of {total}) on {args.reference.name}, "
+        f"expressions of fewer than {PAPER_MAX_LENGTH} tokens"
+    )
 
 
 def report(args: argparse.Namespace) -> None:
@@ -194,15 +230,23 @@ def report(args: argparse.Namespace) -> None:
         sys.exit(f"no records in {args.results}; run `{Path(__file__).name} train` first.")
     for record in records:
         published = PUBLISHED.get(record["estimator"])
-        print(f"- `{record['command']}`; {record['device']}, {record['threads']} threads; "
-              f"published 20-epoch accuracy: {published[0]}% valid / {published[1]}% test\n" if published else "\n")
-        print("| epoch | steps | minutes | train acc. | generated valid acc. | published valid acc. (< 100 tokens) | lr |")
+        print(
+            f"- `{record['command']}`; {record['device']}, {record['threads']} threads; "
+            f"published 20-epoch accuracy: {published[0]}% valid / {published[1]}% test\n"
+            if published
+            else "\n"
+        )
+        print(
+            "| epoch | steps | minutes | train acc. | generated valid acc. | published valid acc. (< 100 tokens) | lr |"
+        )
         print("|--:|--:|--:|--:|--:|--:|--:|")
         for epoch in record["epochs"]:
             resumed = " (resumed; the part after)" if epoch.get("resumed") else ""
-            print(f"| {epoch['epoch']} | {epoch['steps']:,} | {epoch['seconds'] / 60:.1f}{resumed} | "
-                  f"{100 * epoch['train_accuracy']:.2f} | {100 * epoch['generated_valid_accuracy']:.2f} | "
-                  f"{100 * epoch['reference_accuracy']:.2f} | {epoch['lr']:.2g} |")
+            print(
+                f"| {epoch['epoch']} | {epoch['steps']:,} | {epoch['seconds'] / 60:.1f}{resumed} | "
+                f"{100 * epoch['train_accuracy']:.2f} | {100 * epoch['generated_valid_accuracy']:.2f} | "
+                f"{100 * epoch['reference_accuracy']:.2f} | {epoch['lr']:.2g} |"
+            )
         print()
 
 

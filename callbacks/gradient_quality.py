@@ -28,7 +28,8 @@ total logs.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -51,8 +52,8 @@ class GradientQuality(L.Callback):
     training estimator's τ unless its options set one). The model must define
     ``gradient_probe(batch) -> GradientProbe``; the probe batch is the first
     ``probe_batch_size`` examples of the first training batch seen, broadcast from
-    rank 0, unless ``probe_batch`` is set beforehand. ``reference_samples`` loss evaluations make a sampled reference, used
-    when there are more than ``max_configurations`` configurations per example.
+    rank 0, unless ``probe_batch`` is set beforehand. ``reference_samples`` loss evaluations make a
+    sampled reference, used when there are more than ``max_configurations`` configurations per example.
     """
 
     def __init__(
@@ -66,16 +67,22 @@ class GradientQuality(L.Callback):
         chunk_size: int = 10,
         seed: int = 0,
     ) -> None:
-        for name, value, minimum in (("every_n_steps", every_n_steps, 1), ("num_samples", num_samples, 2),
-                                     ("probe_batch_size", probe_batch_size, 1),
-                                     ("reference_samples", reference_samples, 2), ("chunk_size", chunk_size, 1)):
+        for name, value, minimum in (
+            ("every_n_steps", every_n_steps, 1),
+            ("num_samples", num_samples, 2),
+            ("probe_batch_size", probe_batch_size, 1),
+            ("reference_samples", reference_samples, 2),
+            ("chunk_size", chunk_size, 1),
+        ):
             if not isinstance(value, int) or value < minimum:
                 raise ValueError(f"GradientQuality: {name} must be an integer >= {minimum}, got {value!r}.")
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         if isinstance(estimators, str):
             raise ValueError(f"GradientQuality: estimators must be a list of names or a mapping, got {estimators!r}.")
-        self.extra_options = dict(estimators) if isinstance(estimators, Mapping) else dict.fromkeys(estimators or (), {})
+        self.extra_options = (
+            dict(estimators) if isinstance(estimators, Mapping) else dict.fromkeys(estimators or (), {})
+        )
         self.probe_batch_size = probe_batch_size
         self.reference_samples = reference_samples
         self.max_configurations = max_configurations
@@ -92,8 +99,11 @@ class GradientQuality(L.Callback):
                 "cannot score its estimator; see zoo.models.GradientProbe."
             )
         tau = getattr(module.estimator, "tau", 1.0)
-        self._extra = {name: estimator_at(name, tau, dict(options))
-                       for name, options in self.extra_options.items() if name != module.estimator.name}
+        self._extra = {
+            name: estimator_at(name, tau, dict(options))
+            for name, options in self.extra_options.items()
+            if name != module.estimator.name
+        }
         for estimator in self._extra.values():
             estimator.check_num_samples(self._evaluations(module))
 
@@ -110,14 +120,25 @@ class GradientQuality(L.Callback):
             # Sent from the CPU: a CUDA tensor would arrive on rank 0's GPU on every rank.
             self.probe_batch = trainer.strategy.broadcast(move_data_to_device(first, "cpu"), src=0)
         self.probe_batch = move_data_to_device(self.probe_batch, module.device)
-        reduce = (lambda tensor: trainer.strategy.reduce(tensor, reduce_op="sum")) if trainer.world_size > 1 else (lambda tensor: tensor)
+        reduce = (
+            (lambda tensor: trainer.strategy.reduce(tensor, reduce_op="sum"))
+            if trainer.world_size > 1
+            else (lambda tensor: tensor)
+        )
         self.last = self.measure(module, trainer.global_step, trainer.global_rank, trainer.world_size, reduce)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(self.last, step=trainer.global_step)
 
-    def measure(self, module: L.LightningModule, step: int, rank: int = 0, world_size: int = 1,
-                reduce: Reduce = lambda tensor: tensor, reference: Tensor | None = None) -> dict[str, float]:
+    def measure(
+        self,
+        module: L.LightningModule,
+        step: int,
+        rank: int = 0,
+        world_size: int = 1,
+        reduce: Reduce = lambda tensor: tensor,
+        reference: Tensor | None = None,
+    ) -> dict[str, float]:
         """The statistics of every scored estimator, as logged; the same on every rank.
 
         ``reference``, the output of :meth:`reference` for these parameters, saves
@@ -135,14 +156,26 @@ class GradientQuality(L.Callback):
                 for chunk, count in self._chunks(self.num_samples, rank, world_size):
                     torch.manual_seed(self._chunk_seed(step, salt, chunk))
                     draws = _estimates(estimator, probe, count, self._evaluations(module)).flatten(1)
-                    sums += torch.cat((draws.sum(0), draws.square().sum(0),
-                                       _cosine(draws, reference).sum().view(1), draws.new_tensor([count])))
+                    sums += torch.cat(
+                        (
+                            draws.sum(0),
+                            draws.square().sum(0),
+                            _cosine(draws, reference).sum().view(1),
+                            draws.new_tensor([count]),
+                        )
+                    )
                 for statistic, value in _statistics(reduce(sums), reference).items():
                     metrics[f"grad_quality/{name}/{statistic}"] = value
         return metrics
 
-    def reference(self, probe: GradientProbe, step: int = 0, rank: int = 0, world_size: int = 1,
-                  reduce: Reduce = lambda tensor: tensor) -> Tensor:
+    def reference(
+        self,
+        probe: GradientProbe,
+        step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        reduce: Reduce = lambda tensor: tensor,
+    ) -> Tensor:
         """g*, the gradient of the probe's mean expected loss, flattened, in float64."""
         leaf = probe.logits.detach().double().requires_grad_()
         if probe.expected_loss is not None:
@@ -150,7 +183,9 @@ class GradientQuality(L.Callback):
         variables = math.prod(leaf.shape[leaf.dim() - 1 - probe.event_ndim : -1])
         if leaf.shape[-1] ** variables <= self.max_configurations:
             exact = get_estimator("exact", event_ndim=probe.event_ndim, max_configurations=self.max_configurations)
-            return torch.autograd.grad(exact.objective(leaf, _in_dtype(probe.loss, probe.logits.dtype)), leaf)[0].flatten()
+            return torch.autograd.grad(exact.objective(leaf, _in_dtype(probe.loss, probe.logits.dtype)), leaf)[
+                0
+            ].flatten()
         # Many RLOO estimates of up to 100 evaluations each: unbiased, and the more
         # evaluations share a leave-one-out baseline, the lower their variance.
         rloo = get_estimator("reinforce")
@@ -168,7 +203,9 @@ class GradientQuality(L.Callback):
         """Loss evaluations per estimate: what one training step of the model uses."""
         return int(getattr(module.hparams, "num_samples", 1))
 
-    def _chunks(self, total: int, rank: int, world_size: int, chunk_size: int | None = None) -> Iterator[tuple[int, int]]:
+    def _chunks(
+        self, total: int, rank: int, world_size: int, chunk_size: int | None = None
+    ) -> Iterator[tuple[int, int]]:
         """``(index, size)`` of this rank's chunks of ``total`` draws; chunks alternate over ranks."""
         chunk_size = chunk_size or self.chunk_size
         for index, start in enumerate(range(0, total, chunk_size)):
@@ -202,7 +239,7 @@ def _cosine(draws: Tensor, reference: Tensor) -> Tensor:
 
 def _statistics(sums: Tensor, reference: Tensor) -> dict[str, float]:
     size = reference.numel()
-    total, total_squares, cosines, count = sums[:size], sums[size:2 * size], sums[-2], sums[-1]
+    total, total_squares, cosines, count = sums[:size], sums[size : 2 * size], sums[-2], sums[-1]
     mean = total / count
     variance = ((total_squares - count * mean.square()) / (count - 1)).clamp_min(0)
     scale = reference.norm().clamp_min(torch.finfo(reference.dtype).tiny)

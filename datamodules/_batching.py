@@ -10,7 +10,7 @@ bookkeeping that lets Lightning resume a loader in the middle of an epoch
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import torch

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from http.client import HTTPException
 from pathlib import Path
-from typing import Iterator
 
 CACHE_ENV = "DISCRETE_ZOO_CACHE"
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo import train
-from zoo import build
 from tests.runs import model_arguments, write_images, write_listops
+from zoo import build, train
 from zoo.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ import yaml
 
 from zoo import runs
 from zoo import train as train_py
-from zoo import build
 from zoo.models.nats import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,12 @@ def test_the_gpu_check_runs_on_the_cpu_and_records_every_part(tmp_path):
     record = json.loads(output.read_text())
     assert {"python", "torch", "lightning", "device"} <= set(record["versions"])
     estimators = {(row["dtype"], row["estimator"]) for row in record["estimators"]}
-    assert {("float32", "reinmax"), ("bfloat16", "reinmax"), ("float32", "reinmax (PyPI)"), ("float32", "st")} <= estimators
+    assert {
+        ("float32", "reinmax"),
+        ("bfloat16", "reinmax"),
+        ("float32", "reinmax (PyPI)"),
+        ("float32", "st"),
+    } <= estimators
     assert record["loop"]["ratio"] > 0
     runs = {(row["model"], row["precision"]): row for row in record["training"]}
     assert {model for model, _ in runs} == set(list_models())

@@ -14,9 +14,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from zoo import train
 from tests.host_reads import CountDuringFit, HostReads
 from tests.runs import model_arguments, write_images, write_listops
+from zoo import train
 from zoo.models import list_models
 
 STEPS = 200

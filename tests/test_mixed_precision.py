@@ -14,9 +14,9 @@ import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
-from zoo import train
 from callbacks.nonfinite import NonFiniteGuard
 from tests.runs import model_arguments, write_images, write_listops
+from zoo import train
 from zoo.models import list_models
 from zoo.models.listops import ListOpsParser, mask_scores
 

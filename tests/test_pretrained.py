@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo import runs, train
 import zoo
+from zoo import runs, train
 from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained, markdown_table, read_manifest
 from zoo.release import release
 

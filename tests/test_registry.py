@@ -66,9 +66,28 @@ def test_every_model_takes_a_step_with_every_estimator_or_refuses_it_by_name(mod
     # Pathwise estimators at a temperature all of them allow; score-function ones with the two
     # evaluations an example that DisARM's antithetic pair needs.
     extra = ["--tau", "1.0"] if estimator in PATHWISE else ["--num-samples", "2"] if model in ("vae", "bvae") else []
-    arguments = [*arguments_for(model, data), "--model", model, "--estimator", estimator, *extra,
-                 "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices", "1", "--batch-size", "8",
-                 "--max-steps", "1", "--trainer-arg", "limit_val_batches=1", "--trainer-arg", "enable_progress_bar=false"]
+    arguments = [
+        *arguments_for(model, data),
+        "--model",
+        model,
+        "--estimator",
+        estimator,
+        *extra,
+        "--output-dir",
+        str(tmp_path),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "1",
+        "--trainer-arg",
+        "limit_val_batches=1",
+        "--trainer-arg",
+        "enable_progress_bar=false",
+    ]
     expected = refusal(model, estimator)
     if expected is None:
         assert train.main(arguments) == 0

@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
-from zoo import runs as run_folders
-from zoo.settings import Settings
-from zoo import train
 from tests.runs import model_arguments, write_images, write_listops
+from zoo import runs as run_folders
+from zoo import train
 from zoo.models import list_models
+from zoo.settings import Settings
 
 QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
 #: Batch sizes that make an epoch short: 12 steps of the image models, 8 of the NAS ones.
@@ -173,7 +173,8 @@ def test_processes_of_an_outside_launcher_agree_on_their_runs_folder(environment
     run, checkpoint = run_folders.run_directory(config)
     assert run.name.startswith(f"{name}-") and checkpoint is None
     assert run_folders.run_directory(config_for("--output-dir", str(tmp_path), "--max-steps", "9"))[0] == run
-    assert run_folders.run_directory(config_for("--output-dir", str(tmp_path), "--seed", "2"))[0] != run  # a job's 2nd run
+    # A job's second run, of other settings, gets a folder of its own.
+    assert run_folders.run_directory(config_for("--output-dir", str(tmp_path), "--seed", "2"))[0] != run
     make_run(run, config)
     with pytest.raises(ValueError, match="has a checkpoint already: continue it with --resume auto"):
         run_folders.run_directory(config)

@@ -244,7 +244,8 @@ def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_d
 
 
 def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path, monkeypatch):
-    from zoo import runs, train as train_module  # in-process: two runs without two interpreter start-ups
+    from zoo import runs  # in-process: two runs without two interpreter start-ups
+    from zoo import train as train_module
 
     # main() hands its run version to DDP workers through the environment; keep it out of later tests.
     monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")

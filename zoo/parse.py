@@ -1,7 +1,8 @@
 """Show what a trained ListOps parser predicts for an expression and how it parses it.
 
     python -m zoo.parse "[MAX 2 9 [MIN 4 7 ] 0 ]" --pretrained listops-reinmax
-    python -m zoo.parse "[MAX 2 9 [MIN 4 7 ] 0 ]" --checkpoint runs/listops-listops-reinmax/version_0/checkpoints/last.ckpt
+    python -m zoo.parse "[MAX 2 9 [MIN 4 7 ] 0 ]" \
+        --checkpoint runs/listops-listops-reinmax/version_0/checkpoints/last.ckpt
 
 prints the predicted value next to the true one, and the induced tree with each
 merge in parentheses.
@@ -34,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         truth = value(parse(args.expression))
     except ExpressionError as error:
         parser.error(f"malformed expression: {error}")
-    model = (load_release(parser, args.pretrained) if args.pretrained is not None
-             else load_checkpoint(parser, args.checkpoint))
+    model = (
+        load_release(parser, args.pretrained)
+        if args.pretrained is not None
+        else load_checkpoint(parser, args.checkpoint)
+    )
     prediction, tree = model.parse(args.expression)
     print(f"predicted: {prediction}   true value: {truth}")
     print(f"tree:      {tree}")
@@ -46,8 +50,10 @@ def load_release(parser: argparse.ArgumentParser, name: str) -> ListOpsParser:
     try:
         release = get_release(name)
         if release.model != "listops":
-            parser.error(f"{name!r} is a {release.model} release, not a ListOps parser; ListOps releases: "
-                         f"{', '.join(list_pretrained('listops*')) or 'none'}")
+            parser.error(
+                f"{name!r} is a {release.model} release, not a ListOps parser; ListOps releases: "
+                f"{', '.join(list_pretrained('listops*')) or 'none'}"
+            )
         return load_pretrained(name)
     except PretrainedError as error:
         parser.error(f"--pretrained: {error}")
@@ -60,8 +66,10 @@ def load_checkpoint(parser: argparse.ArgumentParser, checkpoint: str) -> ListOps
         parser.error(f"no checkpoint at {checkpoint}")
     except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError):
         # Loading holds to tensors and plain values, so nothing in the file is executed.
-        parser.error(f"{checkpoint} is not a ListOps parser checkpoint: it is corrupt or truncated, "
-                     "belongs to another model, or holds objects other than tensors and plain values")
+        parser.error(
+            f"{checkpoint} is not a ListOps parser checkpoint: it is corrupt or truncated, "
+            "belongs to another model, or holds objects other than tensors and plain values"
+        )
 
 
 if __name__ == "__main__":

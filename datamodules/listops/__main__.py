@@ -33,8 +33,11 @@ def stats(args: argparse.Namespace) -> None:
         operators = collections.Counter(token for example in examples for token in example.tokens if token in OPEN)
         lengths = sorted(paper_length(list(example.tokens)) for example in examples)
         print(f"{path}: {count} examples")
-        print("  depth (10 = 10 or more): " + ", ".join(f"{d}: {100 * n / count:.1f}%" for d, n in sorted(depths.items())))
-        print(f"  tokens: median {lengths[count // 2]}, fewer than 100: {100 * sum(n < 100 for n in lengths) / count:.1f}%")
+        print(
+            "  depth (10 = 10 or more): " + ", ".join(f"{d}: {100 * n / count:.1f}%" for d, n in sorted(depths.items()))
+        )
+        short = 100 * sum(n < 100 for n in lengths) / count
+        print(f"  tokens: median {lengths[count // 2]}, fewer than 100: {short:.1f}%")
         print("  labels: " + ", ".join(f"{label}: {100 * n / count:.1f}%" for label, n in sorted(labels.items())))
         total = sum(operators.values())
         print("  operators: " + ", ".join(f"{op[1:]}: {100 * n / total:.1f}%" for op, n in sorted(operators.items())))

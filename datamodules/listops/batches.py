@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -62,7 +62,9 @@ class BucketedBatches(ResumableEpochs):
         if batch_size < 1 or bucket_batches < 1:
             raise ValueError(f"batch_size and bucket_batches must be >= 1, got {batch_size} and {bucket_batches}.")
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+            raise ValueError(
+                f"need world_size >= 1 and 0 <= rank < world_size, got rank={rank}, world_size={world_size}."
+            )
         self.tokens, self.lengths, self.labels = tokens, lengths, labels
         self.batch_size = batch_size
         self.shuffle = shuffle

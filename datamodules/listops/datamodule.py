@@ -102,7 +102,9 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
         kept = [example for example in examples if paper_length(list(example.tokens)) < self.max_length]
         if not kept:
             raise ValueError(f"ListOps {split}: no example is shorter than max_length={self.max_length} tokens.")
-        log.info("ListOps %s: %d of %d examples have fewer than %d tokens", split, len(kept), len(examples), self.max_length)
+        log.info(
+            "ListOps %s: %d of %d examples have fewer than %d tokens", split, len(kept), len(examples), self.max_length
+        )
         return kept
 
     def train_dataloader(self) -> BucketedBatches:
@@ -117,5 +119,10 @@ class ListOpsDataModule(ResumableOrder, LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> BucketedBatches:
         if split not in self.splits:
             raise RuntimeError(f"{type(self).__name__}: call setup() before asking for {split} batches.")
-        return BucketedBatches(*self.splits[split], batch_size, shuffle=shuffle, bucket_batches=self.bucket_batches,
-                               **self.placement(split, shuffle))
+        return BucketedBatches(
+            *self.splits[split],
+            batch_size,
+            shuffle=shuffle,
+            bucket_batches=self.bucket_batches,
+            **self.placement(split, shuffle),
+        )

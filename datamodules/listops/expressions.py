@@ -23,7 +23,7 @@ VOCABULARY = (PAD, *DIGITS, *OPEN, CLOSE)
 TOKEN_IDS = {token: index for index, token in enumerate(VOCABULARY)}
 
 #: A digit, or ``(operator, arguments)``.
-Node = Union[int, tuple[str, list["Node"]]]
+Node = Union[int, tuple[str, list["Node"]]]  # noqa: UP007 - a recursive alias must stay a runtime Union on 3.10
 
 
 class ExpressionError(ValueError):

@@ -21,9 +21,10 @@ Every data set comes as :class:`Splits`: images ``(N, C, H, W)`` uint8 and label
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

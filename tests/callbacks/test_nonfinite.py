@@ -44,12 +44,22 @@ class Regression(L.LightningModule):
 def batches(count: int = 8):
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(count * 4, 3, generator=generator)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, inputs.sum(1, keepdim=True)), batch_size=4)
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(inputs, inputs.sum(1, keepdim=True)), batch_size=4
+    )
 
 
 def fit(model: L.LightningModule, guard: NonFiniteGuard, count: int = 8, **settings) -> L.Trainer:
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[guard], **settings)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[guard],
+        **settings,
+    )
     trainer.fit(model, batches(count))
     return trainer
 
@@ -83,8 +93,14 @@ def test_a_finite_run_is_untouched():
     guarded, plain = Regression(bad_step=-1, bad_value=1.0), Regression(bad_step=-1, bad_value=1.0)
     plain.load_state_dict(guarded.state_dict())
     fit(guarded, NonFiniteGuard("stop"))
-    L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(plain, batches())
+    L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(plain, batches())
     torch.testing.assert_close(guarded.layer.weight, plain.layer.weight, rtol=0, atol=0)
 
 
@@ -108,8 +124,11 @@ def test_a_loss_scaler_overflow_is_skipped_and_counted_not_a_failure():
 def test_a_collapsing_loss_scale_stops_the_run_with_a_message():
     model = Regression(bad_step=-1, bad_value=float("inf"), where="every-grad")
     guard = NonFiniteGuard("skip")  # skipping is the scaler's; a collapse stops even so
-    with pytest.raises(NonFiniteError, match=rf"the loss scaler skipped the last {MAX_CONSECUTIVE_SCALER_SKIPS} "
-                                             r"optimizer steps .* its scale has collapsed .* bf16-mixed"):
+    with pytest.raises(
+        NonFiniteError,
+        match=rf"the loss scaler skipped the last {MAX_CONSECUTIVE_SCALER_SKIPS} "
+        r"optimizer steps .* its scale has collapsed .* bf16-mixed",
+    ):
         fit(model, guard, count=MAX_CONSECUTIVE_SCALER_SKIPS + 5, plugins=[cpu_loss_scaler(2.0**16)])
     assert guard.scaler_skipped_steps == MAX_CONSECUTIVE_SCALER_SKIPS
     torch.testing.assert_close(model.layer.weight, model.weights_seen[0], rtol=0, atol=0)
@@ -162,7 +181,8 @@ def test_with_accumulated_gradients_every_backward_passs_loss_is_checked_and_ave
     """A NaN loss in the first of two accumulated batches is the guard's, though the second's loss is
     finite; under a loss scaler the NaN gradients alone would pass for an overflow."""
     guard = NonFiniteGuard("skip")
-    trainer = fit(NaNInThirdBatch(bad_step=-1, bad_value=1.0), guard, accumulate_grad_batches=2,
-                  plugins=[cpu_loss_scaler(2.0**8)])
+    trainer = fit(
+        NaNInThirdBatch(bad_step=-1, bad_value=1.0), guard, accumulate_grad_batches=2, plugins=[cpu_loss_scaler(2.0**8)]
+    )
     assert trainer.global_step == 4 and guard.skipped_steps == 1 and guard.scaler_skipped_steps == 0
     assert guard.last_loss is not None and math.isfinite(guard.last_loss)

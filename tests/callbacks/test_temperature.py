@@ -70,9 +70,15 @@ def test_an_estimator_without_temperature_is_named(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(start=1.0, schedule="cosine"), "unknown temperature schedule 'cosine'; valid schedules: constant, linear, exponential"),
+        (
+            dict(start=1.0, schedule="cosine"),
+            "unknown temperature schedule 'cosine'; valid schedules: constant, linear, exponential",
+        ),
         (dict(start=1.0, interval="batch"), "unknown schedule interval 'batch'; valid intervals: step, epoch"),
-        (dict(start=1.0, end=0.5, schedule="linear"), "a linear temperature schedule needs an end temperature and a duration"),
+        (
+            dict(start=1.0, end=0.5, schedule="linear"),
+            "a linear temperature schedule needs an end temperature and a duration",
+        ),
         (dict(start=1.0, end=0.0, schedule="exponential", duration=3), "needs positive temperatures"),
     ],
 )

@@ -3,7 +3,7 @@ batches an uninterrupted run gets."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

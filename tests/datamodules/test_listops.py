@@ -207,8 +207,10 @@ def test_bucketed_batches_cover_every_example_once_with_little_padding():
 def test_ranks_get_disjoint_equal_shares():
     tokens, lengths, _ = encode(random_examples(101))
     indices = torch.arange(101)  # the labels carry each example's index
-    shares = [list(BucketedBatches(tokens, lengths, indices, batch_size=8, shuffle=True, rank=rank, world_size=2, seed=5))
-              for rank in range(2)]
+    shares = [
+        list(BucketedBatches(tokens, lengths, indices, batch_size=8, shuffle=True, rank=rank, world_size=2, seed=5))
+        for rank in range(2)
+    ]
     assert len(shares[0]) == len(shares[1]) == 7  # 13 batches, padded to 14
     members = [torch.cat([batch[2] for batch in share]) for share in shares]
     assert torch.cat(members).unique().numel() == 101
@@ -246,13 +248,17 @@ def test_the_length_filter(tmp_path):
 
 def test_missing_split_files_name_the_fix(tmp_path):
     write_lines(tmp_path / "valid.tsv", [(3, "( ( [MAX 1 ) 3 ] )")])
-    with pytest.raises(FileNotFoundError, match=r"train\.tsv, test\.tsv not found .*python -m datamodules\.listops generate"):
+    with pytest.raises(
+        FileNotFoundError, match=r"train\.tsv, test\.tsv not found .*python -m datamodules\.listops generate"
+    ):
         ListOpsDataModule(data_dir=str(tmp_path)).prepare_data()
 
 
 def test_the_command_line_writes_and_describes_files(tmp_path):
-    run = lambda *args: subprocess.run([sys.executable, "-m", "datamodules.listops", *args], capture_output=True,  # noqa: E731
-                                       text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "datamodules.listops", *args], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[2])
+
     run("generate", "--out", str(tmp_path), "--train", "40", "--valid", "5", "--test", "5", "--seed", "2")
     assert [len(read_examples(tmp_path / f"{split}.tsv")) for split in ("train", "valid", "test")] == [40, 5, 5]
     assert "depth" in run("stats", str(tmp_path / "train.tsv")).stdout

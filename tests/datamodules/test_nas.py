@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.error import URLError
 
 import numpy as np

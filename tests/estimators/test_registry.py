@@ -9,6 +9,7 @@ from zoo.estimators import (
     FAMILIES,
     PathwiseEstimator,
     ReinMax,
+    _registry,
     estimator_entry,
     estimator_options,
     get_estimator,
@@ -16,7 +17,6 @@ from zoo.estimators import (
     markdown_table,
     register_estimator,
 )
-from zoo.estimators import _registry
 
 
 @pytest.fixture

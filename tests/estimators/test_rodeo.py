@@ -9,7 +9,7 @@ variance, once the control variates are trained, against RLOO's.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -95,7 +95,7 @@ def reference_estimate(
         scalar_cvs, vector_cvs = [], []
         for k in range(num_samples):
 
-            def h(y: Tensor, k: int = k) -> Tensor:  # h_k(y): the mean over the other samples
+            def h(y: Tensor, k: int = k, n: int = n) -> Tensor:  # h_k(y): the mean over the other samples
                 outputs = [
                     network_as_written(net, slopes[j, n] @ (y - bits[j, n]), losses[j, n])
                     for j in range(num_samples)
@@ -104,7 +104,7 @@ def reference_estimate(
                 return torch.stack(outputs).mean(0)
 
             scalar_cvs.append(stein(lambda y: h(y)[0], bits[k, n], p))
-            vector_cvs.append(stein(lambda y: h(y)[1] * (y - p), bits[k, n], p))
+            vector_cvs.append(stein(lambda y, p=p: h(y)[1] * (y - p), bits[k, n], p))
         total = 0.0
         for k in range(num_samples):
             others = [j for j in range(num_samples) if j != k]

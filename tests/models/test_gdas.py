@@ -200,7 +200,8 @@ class StepSpy(L.Callback):
     def on_train_start(self, trainer: L.Trainer, module: GDASSearch) -> None:
         self.initial = self.snapshot(module)
         for name, optimizer in zip(("weights", "architecture"), trainer.optimizers):
-            optimizer.register_step_post_hook(lambda *_, name=name: self.snapshots.append((name, *self.snapshot(module))))
+            optimizer.register_step_post_hook(
+                lambda *_, name=name: self.snapshots.append((name, *self.snapshot(module))))
 
     @staticmethod
     def snapshot(module: GDASSearch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -255,6 +256,7 @@ def test_a_search_step_runs_with_every_pathwise_estimator(estimator):
 
 # Retraining a genotype.
 
+
 def test_nas_net_rejects_a_malformed_genotype():
     with pytest.raises(GenotypeError, match="valid operations: none, skip_connect"):
         NASNet("|conv~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
@@ -295,10 +297,14 @@ def test_under_a_loss_scaler_the_weights_gradients_are_clipped_once_unscaled():
     def recording_backward(loss, *args, **kwargs):
         backward(loss, *args, **kwargs)
         if "after_backward" not in seen:  # the first backward of the step is the weights'
-            seen["after_backward"] = torch.nn.utils.get_total_norm([p.grad for p in model.network.parameters() if p.grad is not None])
+            seen["after_backward"] = torch.nn.utils.get_total_norm(
+                [p.grad for p in model.network.parameters() if p.grad is not None]
+            )
 
     def recording_clip(optimizer, *args, **kwargs):
-        seen["at_clip"] = torch.nn.utils.get_total_norm([p.grad for p in model.network.parameters() if p.grad is not None])
+        seen["at_clip"] = torch.nn.utils.get_total_norm(
+            [p.grad for p in model.network.parameters() if p.grad is not None]
+        )
         seen["scale"] = trainer.precision_plugin.scaler.get_scale()
         clip(optimizer, *args, **kwargs)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from zoo.models.nats import OPERATIONS, Genotype, GenotypeError
-from zoo.models.nats.benchmark import BenchmarkError, BenchmarkRecord, lookup
-from zoo.models.nats.benchmark import COLUMNS, main
+from zoo.models.nats.benchmark import COLUMNS, BenchmarkError, BenchmarkRecord, lookup, main
 
 #: A few records in NATS-Bench's fast-mode topology format, when the environment names them (CI does).
 FIXTURE = os.environ.get("NATS_BENCH_FIXTURE")

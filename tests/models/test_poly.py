@@ -43,7 +43,9 @@ def test_the_closed_form_and_its_gradient_match_enumeration(pnorm):
     torch.testing.assert_close(exact_grad, brute_grad)
 
 
-@pytest.mark.parametrize("pnorm, initial, optimum", [(1.5, 0.3549, 0.3019), (2.0, 0.2525, 0.2025), (3.0, 0.1288, 0.0911)])
+@pytest.mark.parametrize(
+    "pnorm, initial, optimum", [(1.5, 0.3549, 0.3019), (2.0, 0.2525, 0.2025), (3.0, 0.1288, 0.0911)]
+)
 def test_the_papers_initial_and_optimal_losses(pnorm, initial, optimum):
     model = PolynomialProgramming(pnorm=pnorm)
     assert model.expected_loss().item() == pytest.approx(initial, abs=1e-3)
@@ -75,16 +77,22 @@ def test_replicas_train_independently(estimator):
 
 
 def fit(model: PolynomialProgramming, steps: int, tmp_path) -> L.Trainer:
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=StepsDataModule(steps_per_epoch=10))
     return trainer
 
 
 @pytest.mark.parametrize("estimator", list_estimators())
 def test_every_estimator_trains_the_toy(estimator, tmp_path):
-    model = PolynomialProgramming(variables=4, estimator=estimator,
-                                  num_samples=NUM_SAMPLES.get(estimator, 4))
+    model = PolynomialProgramming(variables=4, estimator=estimator, num_samples=NUM_SAMPLES.get(estimator, 4))
     before = model.logits.detach().clone()
     trainer = fit(model, 3, tmp_path)
     assert trainer.global_step == 3 and not torch.equal(model.logits, before)

@@ -15,7 +15,8 @@ estimators with learnable parts (control variates) move with the model.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn

@@ -11,8 +11,9 @@ its family and constraints are read from the class, so nothing is written twice.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ._base import FAMILIES, Estimator, PathwiseEstimator
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ._base import LossFn, ScoreFunctionEstimator, check_losses
 from ._registry import register_estimator
-from .score_function import with_surrogate, binary_logit_gap, logit_gap_surrogate
+from .score_function import binary_logit_gap, logit_gap_surrogate, with_surrogate
 
 # The slope of the control network's LeakyReLU for negative inputs.
 _NEGATIVE_SLOPE = 0.3

@@ -11,8 +11,9 @@ the :class:`ModelCard`; nothing else keeps a list of model names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import lightning as L
 

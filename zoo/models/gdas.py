@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 import shlex
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -118,7 +118,9 @@ class ListOpsParser(Classifier):
         hidden, _ = self.leaf_lstm(inputs)
         previous = F.pad(hidden, (0, 0, 1, 0))[:, :-1]
         lstm = self.leaf_lstm
-        gates = F.linear(inputs, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(previous, lstm.weight_hh_l0, lstm.bias_hh_l0)
+        gates = F.linear(inputs, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
+            previous, lstm.weight_hh_l0, lstm.bias_hh_l0
+        )
         i, f, g, _ = gates.chunk(4, -1)
         update = torch.sigmoid(i) * torch.tanh(g)
         forget = torch.sigmoid(f)
@@ -142,8 +144,11 @@ class ListOpsParser(Classifier):
             select = self.select(mask_scores(scores, valid)) * (remaining > 0).unsqueeze(1)
             before = 1 - select.cumsum(-1)
             after = 1 - before - select
-            merged = (before.unsqueeze(-1) * nodes[:, :-1] + select.unsqueeze(-1) * candidates
-                      + after.unsqueeze(-1) * nodes[:, 1:])
+            merged = (
+                before.unsqueeze(-1) * nodes[:, :-1]
+                + select.unsqueeze(-1) * candidates
+                + after.unsqueeze(-1) * nodes[:, 1:]
+            )
             chosen = select.argmax(-1)
             choices.append(chosen.masked_fill(remaining <= 0, -1))
             if pairs > 1:
@@ -155,8 +160,16 @@ class ListOpsParser(Classifier):
         choices_tensor = torch.stack(choices, 1) if choices else tokens.new_zeros(len(tokens), 0)
         return nodes[:, 0], choices_tensor
 
-    def _update_candidates(self, candidates: Tensor, merged: Tensor, select: Tensor, before: Tensor,
-                           after: Tensor, chosen: Tensor, batch: Tensor) -> Tensor:
+    def _update_candidates(
+        self,
+        candidates: Tensor,
+        merged: Tensor,
+        select: Tensor,
+        before: Tensor,
+        after: Tensor,
+        chosen: Tensor,
+        batch: Tensor,
+    ) -> Tensor:
         """The next step's candidates: the old ones shifted past the merge, and two new ones.
 
         New pair j is old pair j before the merge at k (j < k − 1), old pair j + 1
@@ -165,10 +178,16 @@ class ListOpsParser(Classifier):
         """
         last = merged.shape[1] - 1
         parent = merged[batch, chosen]
-        neighbours = torch.stack((merged[batch, (chosen - 1).clamp(min=0)], merged[batch, (chosen + 1).clamp(max=last)]), 1)
+        neighbours = torch.stack(
+            (merged[batch, (chosen - 1).clamp(min=0)], merged[batch, (chosen + 1).clamp(max=last)]), 1
+        )
         new = self.cell(torch.stack((neighbours[:, 0], parent), 1), torch.stack((parent, neighbours[:, 1]), 1))
-        return (before[:, 1:, None] * candidates[:, :-1] + after[:, :-1, None] * candidates[:, 1:]
-                + select[:, 1:, None] * new[:, :1] + select[:, :-1, None] * new[:, 1:])
+        return (
+            before[:, 1:, None] * candidates[:, :-1]
+            + after[:, :-1, None] * candidates[:, 1:]
+            + select[:, 1:, None] * new[:, :1]
+            + select[:, :-1, None] * new[:, 1:]
+        )
 
     def select(self, scores: Tensor) -> Tensor:
         """A one-hot choice of pair: the estimator's sample in training, the argmax otherwise."""
@@ -189,8 +208,10 @@ class ListOpsParser(Classifier):
         optimizer = make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=4)
         # Not strict: a run without validation keeps its learning rate instead of failing.
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": plateau, "monitor": "val/accuracy", "strict": False}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": plateau, "monitor": "val/accuracy", "strict": False},
+        }
 
     @torch.no_grad()
     def parse(self, expression: str) -> tuple[int, str]:

@@ -10,7 +10,8 @@ gradient for the encoder, and the KL term is analytic and gets its exact gradien
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch

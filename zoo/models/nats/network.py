@@ -9,7 +9,7 @@ sampled one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -83,8 +83,13 @@ class TopologyNetwork(nn.Module):
             layers.extend(make_cell(width) for _ in range(cells_per_stage))
         self.layers = nn.ModuleList(layers)
         width = channels * 4
-        self.head = nn.Sequential(nn.BatchNorm2d(width, affine=affine, track_running_stats=affine), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(width, num_classes))
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(width, affine=affine, track_running_stats=affine),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, num_classes),
+        )
 
     def forward(self, images: Tensor, *cell_arguments) -> Tensor:
         x = self.stem(images)
