@@ -4,8 +4,9 @@ Importing this package imports every model file, which registers its model with 
 :class:`ModelCard`; :func:`list_models` and :func:`model_card` read the registry.
 """
 
+from ._building import build_estimator, make_optimizer
 from ._probe import GradientProbe
-from ._registry import ModelCard, Recipe, get_model_class, list_models, model_card, register_model
+from ._registry import ModelCard, Recipe, get_model_class, list_models, markdown_table, model_card, register_model
 from .gdas import GDASSearch
 from .listops import ListOpsParser
 from .nas_net import NASNet
@@ -23,8 +24,11 @@ __all__ = [
     "NASNet",
     "PolynomialProgramming",
     "Recipe",
+    "build_estimator",
     "get_model_class",
     "list_models",
+    "make_optimizer",
+    "markdown_table",
     "model_card",
     "register_model",
 ]

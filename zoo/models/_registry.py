@@ -124,3 +124,38 @@ def model_card(name: str) -> ModelCard:
 
 def get_model_class(name: str) -> type[L.LightningModule]:
     return model_card(name).model_class
+
+
+def describe_defaults(card: ModelCard) -> str:
+    """A model's defaults in words: its constructor's optimizer, learning rate and τ, and its recipe."""
+    import inspect
+
+    defaults = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
+    recipe = card.recipe
+    parts = [f"{defaults[key]}" if key == "optimizer" else f"{label} {defaults[key]:g}"
+             for key, label in (("optimizer", ""), ("lr", "lr"), ("tau", "τ")) if key in defaults]
+    if card.data_family != "none":
+        parts.append(f"batch {recipe.batch_size}")
+    if recipe.binarize != "none":
+        parts.append(f"{recipe.binarize} binarization")
+    if recipe.gradient_clip_val is not None:
+        parts.append(f"clip {recipe.gradient_clip_val:g}")
+    if recipe.val_size:
+        parts.append(f"{recipe.val_size:,} training examples held out")
+    parts.append(f"{recipe.max_epochs:,} epochs" if recipe.max_epochs > 0 else f"{recipe.max_steps:,} steps")
+    return ", ".join(parts)
+
+
+def markdown_table() -> str:
+    """The registry as the README's model table."""
+    from datamodules.families import valid_data
+
+    rows = ["| `--model` | what | `--data` | estimators | defaults |", "|---|---|---|---|---|"]
+    for name in list_models():
+        card = model_card(name)
+        others = [data for data in valid_data(card.data_family) if data != card.recipe.data]
+        data = f"`{card.recipe.data}`" + (f"; also {', '.join(others)}" if others else "")
+        estimators = " or ".join(card.estimator_families) or "none"
+        summary = card.summary.replace("|", "\\|")  # a bar inside a cell would end it
+        rows.append(f"| `{name}` | {summary} | {data} | {estimators} | {describe_defaults(card)} |")
+    return "\n".join(rows)

@@ -1,0 +1,112 @@
+"""The model registry: a new model is one file, and train.py, --help, releases and evaluation pick it up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+
+import zoo
+from zoo import runs, train
+from zoo.evaluate import measure
+from zoo.models import Recipe, _registry, build_estimator, list_models, model_card, register_model
+from zoo.pretrained import get_release
+from zoo.release import release
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The model registry, restored after the test."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+
+
+def register_tiny_model() -> type[LightningModule]:
+    """What a model file holds: a LightningModule with one discrete code, registered with its contract."""
+
+    @register_model("tiny", summary="a one-layer binary autoencoder", data_family="images", metric="loss",
+                    mode="min", estimator_families=("pathwise",), recipe=Recipe(data="mnist", max_steps=2))
+    class TinyAutoencoder(LightningModule):
+        def __init__(self, bits: int = 4, estimator: str = "st", tau: float = 1.0,
+                     estimator_options: dict | None = None, lr: float = 1e-2) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
+            self.encoder, self.decoder = nn.Linear(784, 2 * bits), nn.Linear(2 * bits, 784)
+
+        def loss(self, images: torch.Tensor) -> torch.Tensor:
+            code, _ = self.estimator(self.encoder(images).unflatten(-1, (-1, 2)))
+            return F.binary_cross_entropy_with_logits(self.decoder(code.flatten(1)), images)
+
+        def training_step(self, images: torch.Tensor, index: int) -> torch.Tensor:
+            return self.loss(images)
+
+        def validation_step(self, images: torch.Tensor, index: int) -> None:
+            self.log("val/loss", self.loss(images))
+
+        def test_step(self, images: torch.Tensor, index: int) -> None:
+            self.log("test/loss", self.loss(images))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    return TinyAutoencoder
+
+
+def test_a_registered_model_trains_through_train_py_and_is_released_and_evaluated(registry, tiny_mnist, tmp_path,
+                                                                                   capsys, monkeypatch):
+    model_class = register_tiny_model()
+    assert "tiny" in list_models() and model_card("tiny").model_class is model_class
+    assert model_card("tiny").monitor == "val/loss" and model_card("tiny").test_metric == "test/loss"
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "tiny      a one-layer binary autoencoder; data: mnist, fashion-mnist, omniglot" in capsys.readouterr().out
+
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
+    command = ["--model", "tiny", "--estimator", "reinmax", "--tau", "1.5", "--data-dir", str(tiny_mnist),
+               "--output-dir", str(tmp_path / "runs"), "--accelerator", "cpu", "--devices", "1",
+               "--trainer-arg", "enable_progress_bar=false"]
+    assert train.main(command) == 0  # the recipe's data (mnist) and budget (2 steps)
+    run = tmp_path / "runs" / "tiny-mnist-reinmax" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+    manifest = tmp_path / "checkpoints" / "manifest.json"
+    manifest.parent.mkdir()
+    entry = release(run, "tiny-mnist-reinmax", tolerance=1e-3, manifest=manifest, data_dir=str(tiny_mnist))
+    assert entry["model"] == "tiny" and entry["estimator"] == "reinmax" and entry["tau"] == 1.5
+    loaded = zoo.load_pretrained("tiny-mnist-reinmax", manifest=manifest)
+    assert isinstance(loaded, model_class) and loaded.estimator.tau == 1.5
+    measured = measure(get_release("tiny-mnist-reinmax", manifest=manifest), loaded, str(tiny_mnist))
+    assert measured["test/loss"] == pytest.approx(entry["metrics"]["test/loss"]["value"], abs=1e-3)
+
+
+def test_a_model_refuses_an_estimator_of_another_family_by_name(registry):
+    model_class = register_tiny_model()
+    with pytest.raises(ValueError, match="model 'tiny' takes a pathwise estimator; 'reinforce' is not one. "
+                                         "Valid estimators: grmck, gst-1.0"):
+        model_class(estimator="reinforce")
+
+
+def test_a_contract_with_unknown_names_is_refused_when_registered(registry):
+    blank = type("Blank", (LightningModule,), {})
+    with pytest.raises(ValueError, match="model 'bad': unknown data family 'pictures'; valid families: images"):
+        register_model("bad", summary="", data_family="pictures", metric="loss", mode="min",
+                       recipe=Recipe(data="mnist"))(blank)
+    with pytest.raises(ValueError, match="unknown estimator families sampling; valid families: pathwise"):
+        register_model("bad", summary="", data_family="images", metric="loss", mode="min",
+                       estimator_families=("sampling",), recipe=Recipe(data="mnist"))(blank)
+    with pytest.raises(ValueError, match="a model named 'vae' is already registered"):
+        register_model("vae", summary="", data_family="images", metric="loss", mode="min",
+                       recipe=Recipe(data="mnist"))(blank)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_card_is_consistent_with_its_model(name):
+    card = model_card(name)
+    assert card.model_class.card is card and card.name == name and card.summary
+    from datamodules.families import valid_data
+
+    assert card.recipe.data in valid_data(card.data_family)
+    assert (card.recipe.max_epochs > 0) != (card.recipe.max_steps > 0)  # one budget
