@@ -73,6 +73,19 @@ def test_a_best_score_from_lightnings_model_checkpoint_is_taken_over_and_nan_nev
     assert checkpoints._improves(2.0) and not checkpoints._improves(3.0) and not checkpoints._improves(float("nan"))
 
 
+@pytest.mark.parametrize("key", ["RunCheckpoints", "ModelCheckpoint{'monitor': 'valid/accuracy', 'mode': 'max'}"])
+def test_a_checkpoint_from_before_the_stage_rename_keeps_its_best_score(tmp_path, key):
+    from callbacks.checkpoint import RunCheckpoints
+
+    checkpoints = RunCheckpoints(tmp_path, monitor="val/accuracy", mode="max")
+    if key == "RunCheckpoints":
+        checkpoints.load_state_dict({"monitor": "valid/accuracy", "best_score": 0.75, "best_path": "/runs/b.ckpt"})
+    else:
+        checkpoints.on_load_checkpoint(None, None, {"callbacks": {key: {
+            "monitor": "valid/accuracy", "best_model_score": torch.tensor(0.75), "best_model_path": "/runs/b.ckpt"}}})
+    assert checkpoints.best_score == 0.75 and not checkpoints._improves(0.7) and checkpoints._improves(0.8)
+
+
 def test_a_file_system_without_hard_links_gets_a_copy(tmp_path, monkeypatch):
     from callbacks.checkpoint import link_or_copy
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from callbacks.gradient_quality import GradientQuality
 from datamodules.steps import EmptyBatches
-from tests.models.test_vae import RecordingLogger, images, loader, small_vae
+from tests.small_models import RecordingLogger, images, loader, small_vae
 from zoo.estimators import get_estimator
 from zoo.models import GradientProbe, PolynomialProgramming
 

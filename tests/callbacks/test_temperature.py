@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 
 from callbacks.temperature import TemperatureSchedule
-from tests.models.test_vae import RecordingLogger, loader, small_vae
+from tests.small_models import RecordingLogger, loader, small_vae
 
 
 def test_values_of_each_schedule():

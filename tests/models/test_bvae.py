@@ -9,7 +9,7 @@ from torch import nn
 from zoo.estimators import list_estimators
 from zoo.models import BernoulliVAE
 
-from .test_vae import SETTINGS, images
+from ..small_models import SETTINGS, images
 
 
 def test_defaults_are_the_papers_reinmax_row():

@@ -1,9 +1,6 @@
-"""GDAS on the NATS-Bench topology space: sampling, gradients, the alternation, genotypes, retraining."""
+"""GDAS on the NATS-Bench topology space: sampling, gradients, the alternation and its schedule."""
 
 from __future__ import annotations
-
-import itertools
-import math
 
 import lightning as L
 import pytest
@@ -12,9 +9,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from zoo.estimators import list_estimators
-from zoo.models import GDASSearch, NASNet
-from zoo.models.nats import EDGES, EXAMPLE, OPERATIONS, Genotype, GenotypeError
-from zoo.models.nats.network import FixedCell, SearchCell, TopologyNetwork, count_parameters
+from zoo.models import GDASSearch
+from zoo.models.nats import EDGES, OPERATIONS, Genotype
+from zoo.models.nats.network import SearchCell, TopologyNetwork
 
 PATHWISE = list_estimators("pathwise")
 
@@ -52,61 +49,7 @@ def fit_search(model: GDASSearch, trainer: L.Trainer, steps: int = 2) -> None:
                 val_dataloaders=DataLoader([batch(seed=99)], batch_size=None))
 
 
-# Genotypes.
-
-def test_a_genotype_round_trips_through_its_string():
-    genotype = Genotype.parse(EXAMPLE)
-    assert str(genotype) == EXAMPLE
-    assert genotype.operations == ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
-    for operations in itertools.islice(itertools.product(OPERATIONS, repeat=len(EDGES)), 0, None, 997):
-        assert Genotype.parse(str(Genotype(operations))).operations == operations
-
-
-@pytest.mark.parametrize("text, problem", [
-    (EXAMPLE.replace("skip_connect", "conv_5x5"), "unknown operation(s) 'conv_5x5'"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|", "2 node(s)"),
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", "1 input(s), not 2"),
-    ("|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-     "should read 'OPERATION~0'"),
-    ("nor_conv_3x3~0+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-     "must start and end with '|'"),
-])
-def test_a_malformed_genotype_string_says_what_is_wrong(text, problem):
-    with pytest.raises(GenotypeError) as error:
-        Genotype.parse(text)
-    assert problem in str(error.value)
-
-
-def test_a_genotype_needs_six_edges():
-    with pytest.raises(GenotypeError, match="6 edges, got 5"):
-        Genotype(("none",) * 5)
-
-
-def test_the_genotype_of_alpha_is_its_per_edge_argmax():
-    alpha = torch.zeros(len(EDGES), len(OPERATIONS))
-    alpha[torch.arange(len(EDGES)), torch.tensor(Genotype.parse(EXAMPLE).indices())] = 1.0
-    assert str(Genotype.from_alpha(alpha)) == EXAMPLE
-
-
 # The networks.
-
-#: NATS-Bench's published parameter counts (millions) of three architectures, per data set's classes.
-PUBLISHED_PARAMETERS = {
-    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|":
-        {10: 0.129306, 100: 0.135156, 120: 0.136456},
-    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|avg_pool_3x3~2|":
-        {10: 0.802426, 100: 0.808276, 120: 0.809576},
-    "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|none~0|nor_conv_1x1~1|none~2|":
-        {10: 0.101306, 100: 0.107156, 120: 0.108456},
-}
-
-
-@pytest.mark.parametrize("genotype", PUBLISHED_PARAMETERS)
-def test_a_network_from_a_genotype_has_nats_benchs_parameter_count(genotype):
-    """Same skeleton, cells and classifier as the benchmark's networks, to the parameter."""
-    for classes, millions in PUBLISHED_PARAMETERS[genotype].items():
-        assert count_parameters(NASNet(genotype, num_classes=classes)) == round(millions * 1e6)
-
 
 def count_operation_calls(network: torch.nn.Module) -> dict[tuple[int, int, int], int]:
     """Calls of every operation module of every search cell, keyed (cell, edge, operation)."""
@@ -254,38 +197,6 @@ def test_a_search_step_runs_with_every_pathwise_estimator(estimator):
     assert torch.isfinite(model.alpha).all()
 
 
-# Retraining a genotype.
-
-
-def test_nas_net_rejects_a_malformed_genotype():
-    with pytest.raises(GenotypeError, match="valid operations: none, skip_connect"):
-        NASNet("|conv~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
-
-
-def test_nas_net_builds_the_genotypes_operations_with_affine_batch_norm():
-    model = NASNet(EXAMPLE, channels=4, cells_per_stage=1)
-    cells = [layer for layer in model.network.layers if isinstance(layer, FixedCell)]
-    assert len(cells) == 3
-    names = [type(edge).__name__ for edge in cells[0].edges]
-    assert names == ["ReLUConvBN"] * 3 + ["Identity"] + ["ReLUConvBN"] * 2
-    assert all(module.affine for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d))
-
-
-def test_a_small_nas_net_learns_separable_classes_well_above_chance():
-    torch.manual_seed(0)
-    templates = torch.randn(4, 3, 16, 16)
-    labels = torch.arange(4).repeat(64)
-    images = templates[labels] + 0.8 * torch.randn(len(labels), 3, 16, 16)
-    loader = DataLoader(list(zip(images.split(32), labels.split(32))), batch_size=None)
-    model = NASNet(EXAMPLE, channels=4, cells_per_stage=1, num_classes=4, lr=0.05)
-    search_trainer(max_epochs=6).fit(model, train_dataloaders=loader)
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(images).argmax(-1) == labels).float().mean().item()
-    assert accuracy > 0.8, accuracy
-    assert math.isclose(model.trainer.optimizers[0].param_groups[0]["lr"], 0.0, abs_tol=1e-12)  # cosine to 0
-
-
 def test_under_a_loss_scaler_the_weights_gradients_are_clipped_once_unscaled():
     """16-mixed: clipping the still-scaled gradients would shrink every weight update by the loss scale."""
     from lightning.pytorch.plugins import MixedPrecision
@@ -318,7 +229,7 @@ def test_under_a_loss_scaler_the_weights_gradients_are_clipped_once_unscaled():
 
 def test_the_search_writes_its_training_values_every_log_every_n_steps_batches():
     """A batch is two optimizer steps; Lightning writes logs by batches, and so must the model log."""
-    from tests.models.test_vae import RecordingLogger
+    from tests.small_models import RecordingLogger
 
     logger = RecordingLogger()
     trainer = search_trainer(max_steps=8, logger=logger, log_every_n_steps=2, limit_val_batches=0)
