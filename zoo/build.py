@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,6 @@ from .settings import MODEL_SETTINGS, Settings
 
 def build_model(settings: Settings) -> L.LightningModule:
     """The model the settings name, with its constructor settings, estimator and options."""
-    import inspect
-
     card = model_card(settings.model)
     arguments = {key: getattr(settings, key) for key in MODEL_SETTINGS if getattr(settings, key) is not None}
     if settings.estimator is not None:

@@ -131,13 +131,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 #: The settings with a fixed set of values, as the flags' ``choices``.
 CHOICES = {"binarize": ("none", "dynamic"), "tau_schedule": ("constant", "linear", "exponential"),
            "tau_interval": ("step", "epoch"), "optimizer": ("adam", "radam"), "on_nonfinite": ("stop", "skip")}
-_DEFAULTS = Settings()
+#: The settings when nothing is given (None: the model's own).
+DEFAULTS = Settings()
 
 
 def check(values: dict[str, Any]) -> None:
     """Refuse a setting of the wrong type or range, naming it, before anything is built."""
     for key, value in values.items():
-        if value is None and getattr(_DEFAULTS, key, None) is None:
+        if value is None and getattr(DEFAULTS, key, None) is None:
             continue
         if key in CHOICES:
             valid = (lambda value, key=key: isinstance(value, str) and value in CHOICES[key],

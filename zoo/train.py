@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .settings import CHOICES, Settings
-
-DEFAULTS = Settings()
+from .settings import CHOICES, DEFAULTS, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def registries() -> str:
     """The models, estimators and data sets, as the registries list them (the ``--help`` epilog)."""
     from datamodules.families import valid_data
-    from zoo.estimators import list_estimators
+    from zoo.estimators import FAMILIES, list_estimators
     from zoo.models import list_models, model_card
 
     lines = ["models:"]
@@ -98,7 +96,7 @@ def registries() -> str:
         card = model_card(name)
         lines.append(f"  {name:<9} {card.summary}; data: {', '.join(valid_data(card.data_family))}")
     lines.append("estimators:")
-    for family in ("pathwise", "score-function"):
+    for family in FAMILIES:
         lines.append(f"  {family}: {', '.join(list_estimators(family))}")
     return "\n".join(lines)
 

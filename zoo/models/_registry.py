@@ -11,6 +11,7 @@ the :class:`ModelCard`; nothing else keeps a list of model names.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -128,8 +129,6 @@ def get_model_class(name: str) -> type[L.LightningModule]:
 
 def describe_defaults(card: ModelCard) -> str:
     """A model's defaults in words: its constructor's optimizer, learning rate and τ, and its recipe."""
-    import inspect
-
     defaults = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
     recipe = card.recipe
     parts = [f"{defaults[key]}" if key == "optimizer" else f"{label} {defaults[key]:g}"
