@@ -39,8 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from callbacks.gradient_quality import GradientQuality  # noqa: E402
 from datamodules.images import ImageDataModule  # noqa: E402
-from zoo.models import CategoricalVAE  # noqa: E402
-from zoo.models._building import estimator_at  # noqa: E402
+from zoo.models import CategoricalVAE, estimator_at  # noqa: E402
 
 #: The estimators of the paper's cosine study, each trained with and all scored on every run.
 ANALYSED = ["st", "stgs", "gst-1.0", "grmck", "reinmax"]

@@ -37,8 +37,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
 from zoo.estimators import Estimator, get_estimator
-from zoo.models import GradientProbe
-from zoo.models._building import estimator_at
+from zoo.models import GradientProbe, estimator_at
 
 Reduce = Callable[[Tensor], Tensor]
 STATISTICS = ("cosine", "bias", "std", "sample_cosine")
