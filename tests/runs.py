@@ -13,6 +13,9 @@ from datamodules.listops.files import write_lines
 
 GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 _SMALL_NAS = ["--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"]
+#: A Mixture-of-Experts transformer of width 16 with 4 experts in its second (and last) block.
+SMALL_MOE = [argument for option in ("width=16", "hidden=16", "depth=2", "heads=2", "num_experts=4", "patch_size=8")
+             for argument in ("--model-arg", option)]
 
 
 def write_images(folder: Path, train: int, test: int = 20, compressed: bool = False) -> Path:
@@ -48,7 +51,9 @@ def model_arguments(model: str, images: Path, listops: Path, batch_size: int | N
         "listops": ["--data-dir", str(listops)],
         "gdas": ["--data", "synthetic"],
         "nas-net": ["--data", "synthetic", "--genotype", GENOTYPE],
+        "moe": ["--data", "synthetic"],
     }[model]
-    widths = {"listops": ["--model-arg", "hidden_size=16"], "gdas": _SMALL_NAS, "nas-net": _SMALL_NAS}
+    widths = {"listops": ["--model-arg", "hidden_size=16"], "gdas": _SMALL_NAS, "nas-net": _SMALL_NAS,
+              "moe": SMALL_MOE}
     batch = ["--batch-size", str(batch_size)] if batch_size is not None and model != "poly" else []
     return ["--model", model, *data, *(widths.get(model, []) if small else []), *batch]

@@ -20,9 +20,9 @@ from zoo import train
 from zoo.models import list_models
 
 STEPS = 200
-BUDGETS = {"vae": 1.1, "bvae": 1.1, "poly": 1.1, "nas-net": 1.1, "listops": 2.1, "gdas": 4.1}
+BUDGETS = {"vae": 1.1, "bvae": 1.1, "poly": 1.1, "nas-net": 1.1, "moe": 1.1, "listops": 2.1, "gdas": 4.1}
 #: Batch sizes that make 200 steps one epoch of the data below (poly makes its own).
-BATCH_SIZES = {"vae": 100, "bvae": 100, "poly": None, "listops": 16, "gdas": 2, "nas-net": 4}
+BATCH_SIZES = {"vae": 100, "bvae": 100, "poly": None, "listops": 16, "gdas": 2, "nas-net": 4, "moe": 4}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.runs import SMALL_MOE
 from zoo import runs, train
 from zoo.estimators import estimator_entry, list_estimators
 from zoo.models import list_models, model_card
@@ -38,6 +39,7 @@ def arguments_for(model: str, data: dict[str, Path]) -> list[str]:
         "gdas": ["--data", "synthetic", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"],
         "nas-net": ["--data", "synthetic", "--genotype", "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|none~0|none~1|"
                     "avg_pool_3x3~2|", "--model-arg", "channels=2", "--model-arg", "cells_per_stage=1"],
+        "moe": ["--data", "synthetic", *SMALL_MOE],
     }.get(model, [])
 
 

@@ -27,7 +27,7 @@ from zoo.settings import Settings
 
 QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
 #: Batch sizes that make an epoch short: 12 steps of the image models, 8 of the NAS ones.
-BATCH_SIZES = {"vae": 5, "bvae": 5, "listops": 4, "gdas": 64, "nas-net": 128}
+BATCH_SIZES = {"vae": 5, "bvae": 5, "listops": 4, "gdas": 64, "nas-net": 128, "moe": 128}
 #: What else a resume must restore: a temperature schedule by epoch (set when an epoch starts, which a
 #: run resumed in mid-epoch does not see).
 EXTRA = {"vae": ["--tau", "2", "--tau-schedule", "linear", "--tau-end", "1", "--tau-duration", "2",

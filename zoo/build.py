@@ -28,9 +28,11 @@ def build_model(settings: Settings) -> L.LightningModule:
     if card.data_family in (NAS_SEARCH, NAS_TRAIN):
         from datamodules.nas import NASDataModule
 
-        # The network's input channels and classes follow the data.
+        # The network's input channels and classes, and its image size if it has one, follow the data.
         info = NASDataModule.describe(settings.data)
         arguments.update(in_channels=info.channels, num_classes=info.num_classes)
+        if "image_size" in inspect.signature(card.model_class).parameters:
+            arguments["image_size"] = info.size
     arguments.update(settings.model_options)
     try:
         return card.model_class(**arguments)

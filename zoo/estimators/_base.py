@@ -1,13 +1,15 @@
 """Base classes every estimator derives from, and the autograd glue they share.
 
-Two families (see ``docs/estimators.md``):
+Three families (see ``docs/estimators.md``):
 
 * pathwise (straight-through) estimators are called as ``sample, probs = est(logits)``
   and need one evaluation of the loss; their surrogate gradient is written by hand
   in :meth:`PathwiseEstimator.logits_grad`, so the forward value stays exactly
   one-hot and nothing but the few tensors each rule needs is kept for backward;
 * score-function estimators evaluate the loss at several samples and so are only
-  reachable through :meth:`Estimator.objective`.
+  reachable through :meth:`Estimator.objective`;
+* routers (``routers.py``) choose one expert a token in a Mixture-of-Experts layer
+  and give the gradient through the chosen expert's gate.
 
 Estimators are ``nn.Module`` s so that a model can hold one as a submodule and
 estimators with learnable parts (control variates) move with the model.
@@ -27,7 +29,7 @@ LossFn = Callable[[Tensor], Tensor]
 """Maps one-hot samples ``(S, *batch, *variables, C)`` to losses ``(S, *batch)``."""
 
 #: The estimator families: what a model may accept (``zoo.models.ModelCard.estimator_families``).
-FAMILIES = ("pathwise", "score-function")
+FAMILIES = ("pathwise", "score-function", "router")
 
 
 class Estimator(nn.Module):

@@ -68,7 +68,7 @@ def register_estimator(name: str, *, summary: str, **fixed: Any) -> Callable[[Es
             raise ValueError(f"an estimator named {name!r} is already registered")
         if estimator_class.family not in FAMILIES:
             raise ValueError(f"estimator {name!r}: family {estimator_class.family!r} is not one of "
-                             f"{', '.join(FAMILIES)}; derive from PathwiseEstimator or ScoreFunctionEstimator.")
+                             f"{', '.join(FAMILIES)}; derive from PathwiseEstimator, ScoreFunctionEstimator or Router.")
         _REGISTRY[name] = EstimatorEntry(name, estimator_class, summary, dict(fixed))
         return estimator_class
 
@@ -76,7 +76,7 @@ def register_estimator(name: str, *, summary: str, **fixed: Any) -> Callable[[Es
 
 
 def list_estimators(family: str | None = None) -> list[str]:
-    """Registered names, sorted; ``family`` may be ``"pathwise"`` or ``"score-function"``."""
+    """Registered names, sorted; ``family`` may be one of ``FAMILIES``."""
     if family not in (None, *FAMILIES):
         raise ValueError(f"family must be None or one of {', '.join(map(repr, FAMILIES))}, got {family!r}.")
     return sorted(name for name, entry in _REGISTRY.items() if family in (None, entry.family))

@@ -9,6 +9,7 @@ from ._probe import GradientProbe
 from ._registry import ModelCard, Recipe, get_model_class, list_models, markdown_table, model_card, register_model
 from .gdas import GDASSearch
 from .listops import ListOpsParser
+from .moe import MoEClassifier
 from .nas_net import NASNet
 from .poly import PolynomialProgramming
 from .vae import BernoulliVAE, CategoricalVAE, DiscreteVAE
@@ -20,6 +21,7 @@ __all__ = [
     "GDASSearch",
     "GradientProbe",
     "ListOpsParser",
+    "MoEClassifier",
     "ModelCard",
     "NASNet",
     "PolynomialProgramming",

@@ -51,7 +51,8 @@ class ModelCard:
     mode: Literal["min", "max"]  # whether lower or higher is better
     recipe: Recipe
     # The estimator families the model can use; () for a model without a discrete choice.
-    estimator_families: tuple[str, ...] = ESTIMATOR_FAMILIES
+    # Routers choose experts, so only a Mixture-of-Experts model names their family.
+    estimator_families: tuple[str, ...] = ("pathwise", "score-function")
     # The stage whose metric picks the best checkpoint; a model without validation data picks by training.
     monitor_stage: Literal["train", "val"] = "val"
     # Steps that leave some parameters unused (GDAS runs only the sampled operations): DDP must look for them.
