@@ -30,7 +30,7 @@ class Settings:
 
     # What is trained.
     model: str = "vae"
-    estimator: str | None = "reinmax"  # None for a model without a discrete choice (nas-net)
+    estimator: str | None = None  # the model's own (reinmax; sparsemixer for moe); none for nas-net
     data: str | None = None  # the model's recipe: mnist for the VAEs
     data_dir: str | None = None  # searched before any download
     binarize: str | None = None  # none or dynamic: the images' pixels
@@ -238,13 +238,15 @@ def fill_from_model(settings: Settings, explicit: dict[str, Any]) -> None:
     from zoo.models import model_card
 
     card = model_card(settings.model)
+    accepted = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
     if not card.takes_estimator:
-        if "estimator" in explicit or settings.estimator_options:
+        if settings.estimator is not None or settings.estimator_options:
             card.check_estimator(str(settings.estimator))
         settings.estimator = None
     else:
+        if settings.estimator is None:
+            settings.estimator = accepted["estimator"]
         card.check_estimator(settings.estimator)
-    accepted = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
     for key in MODEL_SETTINGS:
         if key in accepted:
             if getattr(settings, key) is None:

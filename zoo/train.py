@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("--config", "YAML file of settings (flags override it)", type=Path)
     add("--model", f"model name (default {DEFAULTS.model})")
-    add("--estimator", f"gradient estimator (default {DEFAULTS.estimator})")
+    add("--estimator", "gradient estimator (default: the model's; reinmax, sparsemixer for moe)")
     add("--data", "data set (default: the model's; mnist for the VAEs)")
     add("--data-dir", "folder with the data set's files (searched before downloading)")
     add("--binarize", "pixel binarization (default: the model's)")
