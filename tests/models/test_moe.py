@@ -176,7 +176,8 @@ def test_moe_takes_routers_and_pathwise_estimators_and_refuses_the_score_functio
 @pytest.mark.parametrize("options, message", [
     ({"patch_size": 5}, "image_size a multiple of patch_size"),
     ({"moe_every": 3}, "1 <= moe_every <= depth"),
-    ({"capacity_factor": 0.0}, "capacity_factor must be > 0, or None"),
+    ({"capacity_factor": 0.0}, r"capacity_factor must be a number > 0, or None \(null on the command line\)"),
+    ({"eval_capacity_factor": "None"}, "eval_capacity_factor must be a number > 0.*got 'None'"),
 ])
 def test_bad_sizes_are_refused_by_name(options, message):
     with pytest.raises(ValueError, match=message):

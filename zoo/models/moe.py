@@ -230,8 +230,9 @@ class MoEClassifier(Classifier):
                              f"1 <= moe_every <= depth, got image_size={image_size}, patch_size={patch_size}, "
                              f"num_experts={num_experts}, moe_every={moe_every}, depth={depth}.")
         for name, factor in (("capacity_factor", capacity_factor), ("eval_capacity_factor", eval_capacity_factor)):
-            if factor is not None and not factor > 0:
-                raise ValueError(f"{name} must be > 0, or None for room for every token; got {factor!r}.")
+            if factor is not None and not (isinstance(factor, (int, float)) and factor > 0):
+                raise ValueError(f"{name} must be a number > 0, or None (null on the command line) for room for "
+                                 f"every token; got {factor!r}.")
         self.save_hyperparameters()
         self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
         output_scale = getattr(self.estimator, "output_scale", False)
