@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ._building import build_estimator
 from ._classification import Classifier
+from ._heat_map import labelled_heat_map
 from ._registry import Recipe, register_model
 from .nats.genotype import EDGES, OPERATIONS, Genotype
 from .nats.network import SearchCell, TopologyNetwork
@@ -182,7 +183,8 @@ class GDASSearch(Classifier):
         genotype = Genotype(tuple(OPERATIONS[row.index(max(row))] for row in alpha))  # argmax, first of ties
         epoch = self.current_epoch
         experiment.add_text("search/genotype", f"`{genotype}`", epoch)
-        experiment.add_image("search/alpha_softmax", heat_map(probabilities), epoch)
+        experiment.add_image("search/alpha_softmax", alpha_image(probabilities, f"softmax(alpha), epoch {epoch}"),
+                             epoch, dataformats="HWC")
         experiment.add_scalar("search/alpha_entropy", entropy, epoch)
         experiment.add_scalar("train/tau", self.estimator.tau, epoch)  # τ changes once an epoch
 
@@ -199,8 +201,7 @@ def softmax(row: Sequence[float]) -> list[float]:
     return [value / total for value in exponentials]
 
 
-def heat_map(values: Sequence[Sequence[float]], cell_pixels: int = 16) -> np.ndarray:
-    """A ``(3, rows·cell_pixels, columns·cell_pixels)`` image of values in [0, 1]: white at 0, dark blue at 1."""
-    white, blue = np.ones(3, dtype=np.float32), np.array([0.05, 0.15, 0.45], dtype=np.float32)
-    colours = white + np.clip(np.asarray(values, dtype=np.float32), 0, 1)[..., None] * (blue - white)
-    return colours.transpose(2, 0, 1).repeat(cell_pixels, 1).repeat(cell_pixels, 2)
+def alpha_image(probabilities: Sequence[Sequence[float]], title: str) -> np.ndarray:
+    """softmax(α) ``(edges, operations)`` as a labelled heat map, operations down and edges across."""
+    columns = [f"{source}->{target}" for target, source in EDGES]
+    return labelled_heat_map(np.asarray(probabilities).T, OPERATIONS, columns, title)
