@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.estimators import PathwiseEstimator, ScoreFunctionEstimator, get_estimator, list_estimators
+from zoo.estimators import PathwiseEstimator, Router, ScoreFunctionEstimator, get_estimator, list_estimators
 
 PATHWISE = list_estimators("pathwise")
 SCORE_FUNCTION = list_estimators("score-function")
+ROUTERS = list_estimators("router")
 INF = float("inf")
 
 
@@ -20,7 +21,8 @@ def loss_of(sample: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def test_the_families_split_the_registry_by_base_class():
     assert all(isinstance(get_estimator(name), PathwiseEstimator) for name in PATHWISE)
     assert all(isinstance(get_estimator(name), ScoreFunctionEstimator) for name in SCORE_FUNCTION)
-    assert list_estimators() == sorted(PATHWISE + SCORE_FUNCTION)
+    assert all(isinstance(get_estimator(name), Router) for name in ROUTERS)
+    assert list_estimators() == sorted(PATHWISE + SCORE_FUNCTION + ROUTERS)
 
 
 @pytest.mark.parametrize("name", list_estimators())

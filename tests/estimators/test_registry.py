@@ -54,7 +54,7 @@ def test_a_new_estimator_is_one_registered_class(registry):
 def test_a_class_outside_the_families_is_refused(registry):
     from zoo.estimators import Estimator
 
-    with pytest.raises(ValueError, match="derive from PathwiseEstimator or ScoreFunctionEstimator"):
+    with pytest.raises(ValueError, match="derive from PathwiseEstimator, ScoreFunctionEstimator or Router"):
         register_estimator("loose", summary="no family")(type("Loose", (Estimator,), {}))
 
 

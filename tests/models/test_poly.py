@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from datamodules.steps import StepsDataModule
-from zoo.estimators import get_estimator, list_estimators
-from zoo.models import PolynomialProgramming, get_model_class
+from zoo.estimators import get_estimator
+from zoo.models import PolynomialProgramming, get_model_class, model_card
 
 # Score-function estimators need two samples or more; DisARM an even number.
 NUM_SAMPLES = {"exact": 1}
@@ -53,7 +53,7 @@ def test_the_papers_initial_and_optimal_losses(pnorm, initial, optimum):
     assert model.logits.shape == (1, 128, 2) and model.logits.abs().max() <= 0.01
 
 
-@pytest.mark.parametrize("estimator", list_estimators())
+@pytest.mark.parametrize("estimator", model_card("poly").valid_estimators())
 def test_replicas_train_independently(estimator):
     """A replica's estimate depends on its own logits and noise only, at the scale of a lone run."""
     num_samples = NUM_SAMPLES.get(estimator, 2)
@@ -90,7 +90,7 @@ def fit(model: PolynomialProgramming, steps: int, tmp_path) -> L.Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("estimator", list_estimators())
+@pytest.mark.parametrize("estimator", model_card("poly").valid_estimators())
 def test_every_estimator_trains_the_toy(estimator, tmp_path):
     model = PolynomialProgramming(variables=4, estimator=estimator, num_samples=NUM_SAMPLES.get(estimator, 4))
     before = model.logits.detach().clone()
