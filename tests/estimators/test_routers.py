@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from zoo.estimators import InvalidLogitsError, Routing, get_estimator, list_estimators
-from zoo.estimators.routers import SparseMixer, masked_by_jitter
+from zoo.estimators.routers import masked_by_jitter
 
 # Per version: P(full step | D is not the top expert), the coin's other value, the gradient's factor.
 RULES = {1: (0.5, 0.5, 2.0), 2: (0.25, 1 / 3, 1.0)}
@@ -184,7 +184,3 @@ def test_bad_router_options_are_refused_by_name(options, message):
     with pytest.raises(ValueError, match=message):
         get_estimator("sparsemixer", **options)
 
-
-def test_only_sparsemixer_asks_for_the_learned_output_scale():
-    assert [name for name in list_estimators("router") if get_estimator(name).output_scale] == ["sparsemixer"]
-    assert SparseMixer.output_scale

@@ -53,8 +53,6 @@ class Router(Estimator):
     """Top-1 routing of tokens to experts: ``routing = router(logits)``."""
 
     family = "router"
-    #: Whether the layer scales the chosen expert's output by a learned per-channel ω (SparseMixer does).
-    output_scale: ClassVar[bool] = False
 
     def __init__(self, *, jitter: float = 0.1, validate_args: bool = True) -> None:
         super().__init__(validate_args=validate_args)
@@ -119,7 +117,6 @@ class SparseMixer(Router):
     """
 
     name = "sparsemixer"
-    output_scale = True
     #: Per version: the probability of the full step for a token not at the most likely
     #: expert, the coin's other value, and the factor on the gradient reaching the gate.
     RULES: ClassVar[dict[int, tuple[float, float, float]]] = {1: (0.5, 0.5, 2.0), 2: (0.25, 1 / 3, 1.0)}

@@ -18,6 +18,10 @@ one of them. The estimator decides how:
   expert runs, as with a router;
 * ``soft`` mixes every expert's output by the router's probabilities, always.
 
+Every MoE layer scales its output by a learned per-channel ω (SparseMixer's; for the
+other routers a reparametrisation of the experts' last layer), so that every router
+trains the same set of weights and a release fine-tunes with any of them.
+
 The Switch load-balancing loss ``E · Σ_j P_j F_j`` (``P_j`` the mean routing
 probability of expert ``j``, ``F_j`` the fraction of tokens it is sent) is added with
 weight ``balance_loss_weight``. Each training epoch logs the means of the balance
@@ -94,14 +98,15 @@ class MixtureOfExperts(nn.Module):
     """A top-1 Mixture-of-Experts feed-forward; the estimator that routes is passed at each call."""
 
     def __init__(self, width: int, hidden: int, num_experts: int, capacity_factor: float | None,
-                 eval_capacity_factor: float | None, output_scale: bool) -> None:
+                 eval_capacity_factor: float | None) -> None:
         super().__init__()
         self.num_experts = num_experts
         self.capacity_factor, self.eval_capacity_factor = capacity_factor, eval_capacity_factor
         self.router = nn.Linear(width, num_experts, bias=False)
         self.experts = Experts(num_experts, width, hidden)
-        # SparseMixer's ω: a learned per-channel scale of the chosen expert's output.
-        self.output_scale = nn.Parameter(torch.ones(width)) if output_scale else None
+        # SparseMixer's ω, a learned per-channel scale of the output, whatever the router: for the others
+        # it only reparametrises the experts' last layer, and it makes every router's weights the same set.
+        self.output_scale = nn.Parameter(torch.ones(width))
         self.statistics: LayerStatistics | None = None
 
     def router_logits(self, tokens: Tensor) -> Tensor:
@@ -123,8 +128,7 @@ class MixtureOfExperts(nn.Module):
             out, kept = self.dense(tokens, routing.weights), None
         else:
             out, kept = self.sparse(tokens, routing)
-        if self.output_scale is not None:
-            out = out * self.output_scale
+        out = out * self.output_scale
         self.statistics = self.measure(routing, kept)
         return out.view_as(x)
 
@@ -235,12 +239,10 @@ class MoEClassifier(Classifier):
                                  f"every token; got {factor!r}.")
         self.save_hyperparameters()
         self.estimator = build_estimator(self.card, estimator, tau, estimator_options)
-        output_scale = getattr(self.estimator, "output_scale", False)
         self.patches = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
         self.position = nn.Parameter(0.02 * torch.randn(1, (image_size // patch_size) ** 2, width))
         self.blocks = nn.ModuleList(
-            Block(width, heads, MixtureOfExperts(width, hidden, num_experts, capacity_factor, eval_capacity_factor,
-                                                 output_scale)
+            Block(width, heads, MixtureOfExperts(width, hidden, num_experts, capacity_factor, eval_capacity_factor)
                   if (index + 1) % moe_every == 0 else FeedForward(width, hidden))
             for index in range(depth)
         )
@@ -330,8 +332,7 @@ class MoEClassifier(Classifier):
         def loss(weights: Tensor) -> Tensor:
             lead = weights.shape[:-3]
             mixed = torch.einsum("...bte,bted->...btd", weights.to(outputs.dtype), outputs)
-            if layer.output_scale is not None:
-                mixed = mixed * layer.output_scale.detach()
+            mixed = mixed * layer.output_scale.detach()
             h = (x + mixed).reshape(-1, *x.shape[1:])
             with evaluating(self):
                 for block in self.blocks[first + 1:]:
