@@ -99,6 +99,37 @@ def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, 
     assert sorted(path.name for path in manifest.parent.iterdir()) == ["manifest.json", "tiny-nas-net.safetensors"]
 
 
+def test_the_searched_supernet_is_released_with_its_alpha_figure_and_starts_a_new_search(search, tmp_path,
+                                                                                         monkeypatch):
+    import lightning as L
+
+    from zoo import load_pretrained
+    from zoo.release import release
+
+    run, _ = search
+    manifest = tmp_path / "checkpoints" / "manifest.json"
+    manifest.parent.mkdir()
+    entry = release(run, "tiny-gdas", tolerance=1.0, manifest=manifest, figures=tmp_path / "figures")
+    assert entry["figure"] == "figures/tiny-gdas.png"
+    assert (tmp_path / "figures" / "tiny-gdas.png").read_bytes()[:4] == b"\x89PNG"
+    searched = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["alpha"]
+    supernet = load_pretrained("tiny-gdas", manifest=manifest)
+    torch.testing.assert_close(supernet.alpha.detach(), searched, rtol=1e-3, atol=1e-3)  # stored in float16
+
+    class StartingAlpha(L.Callback):
+        def on_train_start(self, trainer, module) -> None:
+            self.alpha = module.alpha.detach().clone()
+
+    start = StartingAlpha()
+    monkeypatch.setattr("zoo.pretrained.MANIFEST", manifest)
+    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
+    assert train_py.main(["--from-pretrained", "tiny-gdas", "--accelerator", "cpu", "--devices", "1",
+                          "--max-steps", "2", "--trainer-arg", "limit_val_batches=1",
+                          "--trainer-arg", "enable_progress_bar=false", "--output-dir", str(tmp_path / "runs")],
+                         callbacks=[start]) == 0
+    torch.testing.assert_close(start.alpha, supernet.alpha.detach())
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--model", "nas-net", "--genotype", GENOTYPE.replace("skip_connect", "skip")],
      "unknown operation(s) 'skip'; valid operations: none, skip_connect, nor_conv_1x1, nor_conv_3x3, avg_pool_3x3"),

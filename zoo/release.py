@@ -26,10 +26,13 @@ import yaml
 
 from .evaluate import EVALUATION_SEED, measure
 from .models import get_model_class, model_card
+from .models._heat_map import save_png
 from .pretrained import MANIFEST, Release, load_weights, read_weights, sha256_of
 from .runs import first_line
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+#: Where a release's figure goes (a model with ``release_figure()``, e.g. GDAS's softmax(α)).
+FIGURES = MANIFEST.parents[1] / "benchmarks" / "results" / "releases"
 
 
 def trained_model(run: Path, checkpoint: Path | None = None
@@ -67,11 +70,13 @@ def search_provenance(search_run: Path, genotype: str) -> dict[str, Any]:
 
 def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note: str | None = None,
             manifest: Path | None = None, checkpoint: Path | None = None, data_dir: str | None = None,
-            found_by: Path | None = None) -> dict[str, Any]:
+            found_by: Path | None = None, figures: Path = FIGURES) -> dict[str, Any]:
     """Write ``name``'s weights beside ``manifest``, measure them, and record the entry; returns the entry.
 
     ``found_by`` is the ``gdas`` run whose genotype a ``nas-net`` run retrained; its
-    command and τ schedule are recorded, so the whole release is reproducible.
+    command and τ schedule are recorded, so the whole release is reproducible. A model
+    with a ``release_figure()`` (an ``(H, W, 3)`` image) gets it written to
+    ``figures/NAME.png``, linked from the entry relative to the manifest's repository.
     """
     from safetensors.torch import save_file
 
@@ -127,6 +132,10 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
                f"{EVALUATION_SEED} (python -m zoo.evaluate {name})",
     }}
     os.replace(partial, path)
+    if hasattr(stored_model, "release_figure"):
+        figures.mkdir(parents=True, exist_ok=True)
+        save_png(stored_model.release_figure(), figures / f"{name}.png")
+        entry["figure"] = Path(os.path.relpath(figures / f"{name}.png", manifest.resolve().parents[1])).as_posix()
     write_entry(manifest, name, entry)
     return entry
 
@@ -168,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, help="default: the run's checkpoints/last.ckpt")
     parser.add_argument("--manifest", type=Path, help="default: the repository's checkpoints/manifest.json")
     parser.add_argument("--data-dir", help="where the data set is, if not in its usual places")
+    parser.add_argument("--figures", type=Path, default=FIGURES,
+                        help="where a model's release figure goes (default: benchmarks/results/releases)")
     return parser
 
 
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         entry = release(args.run, args.name, args.tolerance, args.dtype, args.note, args.manifest, args.checkpoint,
-                        args.data_dir, args.found_by)
+                        args.data_dir, args.found_by, args.figures)
     except (ValueError, FileNotFoundError) as error:  # a file or the data does not fit: the message says how
         parser.error(str(error))
     print(json.dumps({args.name: entry}, indent=1))

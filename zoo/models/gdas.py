@@ -158,6 +158,10 @@ class GDASSearch(Classifier):
         self.lr_schedulers().step()
         self._log_architecture()
 
+    def release_figure(self) -> np.ndarray:
+        """softmax(α) as a labelled heat map, the figure ``zoo.release`` writes beside a release."""
+        return alpha_image(self.alpha.detach().softmax(-1).tolist(), f"softmax(alpha): {self.genotype}")
+
     def on_fit_end(self) -> None:
         rank_zero_info(f"GDAS found {self.genotype}; train it from scratch with: {self.retraining_command()}")
 
