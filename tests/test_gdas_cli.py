@@ -104,6 +104,7 @@ def test_the_searched_supernet_is_released_with_its_alpha_figure_and_starts_a_ne
     import lightning as L
 
     from zoo import load_pretrained
+    from zoo.pretrained import markdown_table
     from zoo.release import release
 
     run, _ = search
@@ -111,6 +112,8 @@ def test_the_searched_supernet_is_released_with_its_alpha_figure_and_starts_a_ne
     manifest.parent.mkdir()
     entry = release(run, "tiny-gdas", tolerance=1.0, manifest=manifest, figures=tmp_path / "figures")
     assert entry["figure"] == "figures/tiny-gdas.png"
+    assert entry["tau_schedule"] == [10.0, 0.1]  # STGS's: τ falls 10 → 0.1 over the search
+    assert "| `tiny-gdas` | gdas | synthetic | stgs (10→0.1) |" in markdown_table(manifest)
     assert (tmp_path / "figures" / "tiny-gdas.png").read_bytes()[:4] == b"\x89PNG"
     searched = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["alpha"]
     supernet = load_pretrained("tiny-gdas", manifest=manifest)

@@ -198,6 +198,9 @@ def markdown_table(manifest: Path | None = None) -> str:
         entry = release.entry
         metrics = "; ".join(f"{metric} {value['value']:g}" for metric, value in entry["metrics"].items())
         estimator = f"{entry['estimator']} ({entry['tau']:g})" if entry["estimator"] else "–"
+        if "tau_schedule" in entry:  # τ annealed over the run, as in a GDAS search
+            start, end = entry["tau_schedule"]
+            estimator = f"{entry['estimator']} ({start:g}→{end:g})"
         if "found_by" in entry:  # a retrained genotype: the estimator is the search's
             search = entry["found_by"]
             start, end = search["tau"]

@@ -64,8 +64,15 @@ def search_provenance(search_run: Path, genotype: str) -> dict[str, Any]:
     if found != genotype:
         raise ValueError(f"the search run {search_run} found {found}, not the released genotype {genotype}; "
                          "release the retraining of the genotype that search found.")
-    return {"model": "gdas", "estimator": config["estimator"], "tau": [search.tau_start, search.tau_end],
+    return {"model": "gdas", "estimator": config["estimator"], "tau": tau_schedule(search),
             "command": config["command"], "genotype": found}
+
+
+def tau_schedule(model: Any) -> list[float] | None:
+    """The temperature a model anneals over its run, ``[start, end]`` (GDAS's search), or None for a fixed τ."""
+    if hasattr(model, "tau_start") and hasattr(model, "tau_end"):
+        return [model.tau_start, model.tau_end]
+    return None
 
 
 def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note: str | None = None,
@@ -113,6 +120,8 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
         "dtype": dtype,
         "url": None,
     }
+    if schedule := tau_schedule(model):
+        entry["tau_schedule"] = schedule
     if provenance:
         entry["found_by"] = provenance
     if note:
