@@ -136,6 +136,18 @@ def test_a_yaml_config_is_read_and_flags_override_it(data_dir, tmp_path):
     assert saved["tau"] == 0.7 and saved["trainer"] == {"limit_val_batches": 1}
 
 
+def test_numbers_written_with_an_exponent_are_numbers_in_flags_and_config_files(tmp_path):
+    """PyYAML (YAML 1.1) reads ``3e-4`` as a string, which reached the optimizer as one."""
+    from zoo.settings import resolve
+
+    config = tmp_path / "run.yaml"
+    config.write_text("lr: 3e-4\nmodel_options:\n  arch_lr: 1E-3\n")
+    settings = resolve({"model": "gdas", "model_args": ["weight_decay=5e-4", "channels=8"]}, config)
+    assert settings.lr == 3e-4
+    assert settings.model_options == {"arch_lr": 1e-3, "weight_decay": 5e-4, "channels": 8}
+    assert resolve({"model_args": ["note=1e", "version=2"]}).model_options == {"note": "1e", "version": 2}
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

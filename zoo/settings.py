@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,7 @@ def check(values: dict[str, Any]) -> None:
 def read_file(path: Path) -> dict[str, Any]:
     """The settings of a YAML file, checked by name, type and range."""
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ValueError(f"cannot read the config file {path}: {error}") from error
     if not isinstance(values, dict):
@@ -169,6 +170,19 @@ def read_file(path: Path) -> dict[str, Any]:
     return values
 
 
+class UserYAML(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``3e-3`` and ``1e5`` as numbers (YAML 1.2) rather than strings (YAML 1.1)."""
+
+
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+UserYAML.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+.0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """A value or document the user wrote: a flag's value or a config file."""
+    return yaml.load(text, Loader=UserYAML)  # noqa: S506 - a SafeLoader
+
+
 def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
     """``["a=1", "b=[2, 3]"]`` → ``{"a": 1, "b": [2, 3]}`` (values read as YAML)."""
     parsed = {}
@@ -177,7 +191,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
         if not separator or not key:
             raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
-            parsed[key.replace("-", "_")] = yaml.safe_load(value)
+            parsed[key.replace("-", "_")] = read_yaml(value)
         except yaml.YAMLError as error:
             raise ValueError(f"{flag} {pair!r}: the value is not valid YAML ({str(error).splitlines()[0]})") from error
     return parsed
