@@ -158,6 +158,8 @@ def test_numbers_written_with_an_exponent_are_numbers_in_flags_and_config_files(
         (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
         (["--trainer-arg", "max_epocs=3"], "bad trainer setting"),
         (["--model-arg", "widths=3"], "bad model option for 'vae'"),
+        (["--model-arg", "learnable_prior=maybe"], "model option 'learnable_prior' of 'vae' must be true or false, "
+                                                   "got 'maybe'"),
         (["--model", "bvae"], "model 'bvae' has no setting 'categories'; its settings: --latents, --tau"),
         (["--val-size", "-1"], "--val-size: must be an integer >= 0, got -1"),
         (["--pnorm", "3"], "model 'vae' has no setting 'pnorm'"),
