@@ -163,13 +163,52 @@ class RunCheckpoints(Checkpoint):
             self.best_path = None if state["best_path"] is None else Path(state["best_path"])
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Take the best score from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
+        """Count an epoch that the checkpoint was written at the end of as complete; take the best score
+        from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
+        count_finished_epoch(checkpoint.get("loops", {}).get("fit_loop"))
         for key, state in checkpoint.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint") and self._watches(state.get("monitor")):
                 score, path = state.get("best_model_score"), state.get("best_model_path")
                 if score is not None:
                     self.load_state_dict({"monitor": self.monitor, "best_score": float(score),
                                           "best_path": path or None})
+
+
+def count_finished_epoch(fit_loop: dict[str, Any] | None) -> None:
+    """Make the loops' state of a checkpoint written at an epoch's end that of the next epoch's start.
+
+    ``last.ckpt`` is written in ``on_train_epoch_end`` after the module's hook (and
+    ``ModelCheckpoint`` wrote it there too), so the epoch's work is done, but Lightning
+    counts an epoch completed only after the hooks. An epoch-based run resumed from
+    it counts the epoch itself; a run trained for ``max_steps`` instead restarts on
+    that epoch's end and runs its end hooks a second time over no batches: NaN epoch
+    means in the logs and GDAS's schedule stepped twice. Here the epoch is counted,
+    and the epoch loop's counts are reset as a new epoch resets them.
+    """
+    epochs = (fit_loop or {}).get("epoch_progress")
+    if epochs is None:
+        return  # weights only, or another Lightning's layout
+    total = epochs["total"]
+    if not total["started"] == total["processed"] == total["completed"] + 1:
+        return  # written in mid-epoch, or after training ended
+    for part in ("total", "current"):
+        epochs[part]["completed"] = epochs[part]["processed"]
+    for key, progress in fit_loop.items():
+        if key.startswith("epoch_loop.") and not key.endswith("state_dict"):
+            _reset_current(progress)
+    fit_loop["epoch_loop.batch_progress"]["is_last_batch"] = False
+    validation = fit_loop["epoch_loop.val_loop.batch_progress"]
+    validation["total"] = dict.fromkeys(validation["total"], 0)  # as Lightning resets it when an epoch starts
+    validation["is_last_batch"] = False
+
+
+def _reset_current(progress: dict[str, Any]) -> None:
+    """Zero the ``current`` counts of a Lightning progress tracker's state and of those nested in it."""
+    for key, value in progress.items():
+        if key == "current":
+            progress[key] = dict.fromkeys(value, 0)
+        elif isinstance(value, dict):
+            _reset_current(value)
 
 
 def link_or_copy(source: Path, target: Path) -> None:

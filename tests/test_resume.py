@@ -5,7 +5,9 @@ uninterrupted run keeps a copy of each checkpoint as it is written: the periodic
 one in mid-epoch, the one written at the first epoch's end (after validation) and
 the best; each is resumed in a fresh folder, as is a run that ``--max-steps``
 stopped in mid-epoch, and every resumed run must end bit-identical to the
-uninterrupted one: weights, optimizer state and step.
+uninterrupted one: weights, optimizer state and step. A run trained for a number
+of steps rather than epochs is resumed from its first epoch's end too, and must
+not run that epoch's end again.
 """
 
 from __future__ import annotations
@@ -103,6 +105,30 @@ def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(mode
     run(arguments, tmp_path / "stopped", "--max-epochs", "2", "--max-steps", str(stop_at))
     resumed = run(arguments, tmp_path / "stopped", "--max-epochs", "2", "--max-steps", "-1", "--resume", "auto")
     assert_same_training_state(resumed, expected)
+
+    # Trained for a number of steps rather than epochs (Lightning restarts such a run on the epoch's end):
+    # resumed from the first epoch's end, the second epoch's end is the only one logged.
+    by_steps = ["--max-epochs", "-1", "--max-steps", str(expected["global_step"])]
+    keep = KeepCheckpoints(Path(tmp_path / "by-steps"))
+    keep.folder.mkdir()
+    expected = run(arguments, tmp_path / "by-steps-whole", *by_steps, callbacks=[keep])
+    resumed = run(arguments, tmp_path / "by-steps-resumed", *by_steps, "--resume", str(keep.kept["epoch-end"]))
+    assert_same_training_state(resumed, expected)
+    assert epoch_means_logged(tmp_path / "by-steps-resumed") == epoch_means_logged(tmp_path / "by-steps-whole")[1:]
+
+
+def epoch_means_logged(output: Path) -> list[dict[str, float]]:
+    """The epoch means (``*_epoch``) a run logged to TensorBoard, one dict an epoch end, oldest first."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_folder,) = output.glob("*/*/")
+    events = EventAccumulator(str(run_folder)).Reload()
+    by_step: dict[int, dict[str, float]] = {}
+    for tag in events.Tags()["scalars"]:
+        if tag.endswith("_epoch") and tag.startswith("train/"):
+            for event in events.Scalars(tag):
+                by_step.setdefault(event.step, {})[tag] = event.value
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def config_for(*arguments: str) -> Settings:
