@@ -177,8 +177,11 @@ def prior(args: argparse.Namespace) -> None:
     the least a learned prior would take off the −ELBO (training with it, the encoder
     would adapt to it too).
     """
-    model = zoo.load_pretrained(args.model) if not Path(args.model).is_file() else \
-        BernoulliVAE.load_from_checkpoint(args.model, map_location="cpu").eval()
+    if Path(args.model).is_file():
+        model = BernoulliVAE.load_from_checkpoint(args.model, map_location="cpu", weights_only=True)
+    else:
+        model = zoo.load_pretrained(args.model)
+    model.eval()
     data = ImageDataModule("fashion-mnist", data_dir=args.data_dir, batch_size=1000, binarize="dynamic",
                            val_size=10_000)
     data.setup()
