@@ -14,7 +14,10 @@ Binarization: ``"none"`` keeps grey levels (the categorical VAE's BCE on [0, 1])
 ``"dynamic"`` draws a fresh ``x = 1[U < pixel]`` for every training batch, as the
 Bernoulli VAE does, while validation and test images are binarized once, in
 :meth:`ImageDataModule.setup`, with the fixed seed ``EVAL_BINARIZATION_SEED``, so that
-evaluation is deterministic and comparable between runs.
+evaluation is deterministic and comparable between runs. ``"static"`` binarizes the
+training images once too (seed ``TRAIN_BINARIZATION_SEED``), as the ReinMax authors'
+script does: a model then sees the same binary images every epoch, which it can
+partly memorize, so its training −ELBO is not comparable with a dynamic run's.
 
 These data sets fit in (GPU) memory, so each split is kept as one tensor on the
 trainer's device and batched by indexing (:class:`TensorBatches`): no DataLoader
@@ -51,6 +54,7 @@ __all__ = [
     "EVAL_BINARIZATION_SEED",
     "IMAGE_SHAPE",
     "SYSTEM_DATA_DIRS",
+    "TRAIN_BINARIZATION_SEED",
     "DataUnavailableError",
     "ImageDataModule",
 ]
@@ -58,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
-BINARIZATIONS = ("none", "dynamic")
+BINARIZATIONS = ("none", "dynamic", "static")
 IMAGE_SHAPE = (1, 28, 28)
 
 #: Where ``apt-get install dataset-fashion-mnist`` (Debian/Ubuntu) puts the IDX files.
@@ -69,6 +73,7 @@ SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {"fashion-mnist": (DEBIAN_FASHIO
 
 #: Seed of the once-per-setup binarization of validation and test images.
 EVAL_BINARIZATION_SEED = 0
+TRAIN_BINARIZATION_SEED = 1
 
 _TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "omniglot": "Omniglot"}
 # torchvision's class for each IDX data set; it downloads into data_dir/<class name>/raw.
@@ -195,14 +200,17 @@ class ImageDataModule(ResumableOrder, LightningDataModule):
                 f"val_size must be smaller than the training set of {_TITLES[self.name]} "
                 f"({len(train)} images), got {self.val_size}."
             )
-        if self.binarize == "dynamic":
-            test = _fixed_binarization(test)
+        if self.binarize != "none":  # the evaluation images: one fixed draw, the same in every run
+            test = _fixed_binarization(test, EVAL_BINARIZATION_SEED)
         if self.val_size == 0:
-            return {"train": train, "val": test, "test": test}
-        val = train[-self.val_size :]
-        if self.binarize == "dynamic":
-            val = _fixed_binarization(val)
-        return {"train": train[: -self.val_size], "val": val, "test": test}
+            val = test
+        else:
+            train, val = train[: -self.val_size], train[-self.val_size :]
+            if self.binarize != "none":
+                val = _fixed_binarization(val, EVAL_BINARIZATION_SEED)
+        if self.binarize == "static":
+            train = _fixed_binarization(train, TRAIN_BINARIZATION_SEED)
+        return {"train": train, "val": val, "test": test}
 
     def _load_uint8(self) -> tuple[Tensor, Tensor]:
         """The training and test images, uint8 ``(N, 28, 28)``."""
@@ -333,6 +341,6 @@ def _to_unit_interval(images: Tensor) -> Tensor:
     return images.reshape(len(images), -1).float().div_(255)
 
 
-def _fixed_binarization(images: Tensor) -> Tensor:
-    generator = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+def _fixed_binarization(images: Tensor, seed: int) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(images, generator=generator)

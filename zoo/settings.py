@@ -34,7 +34,7 @@ class Settings:
     estimator: str | None = None  # the model's own (reinmax; sparsemixer for moe); none for nas-net
     data: str | None = None  # the model's recipe: mnist for the VAEs
     data_dir: str | None = None  # searched before any download
-    binarize: str | None = None  # none or dynamic: the images' pixels
+    binarize: str | None = None  # none, dynamic or static: the images' pixels
     val_size: int | None = None  # held-out training examples; 0 validates on the test split, as the paper
     # The estimator's temperature, and an optional schedule from it to tau_end over tau_duration steps or epochs.
     tau: float | None = None
@@ -130,7 +130,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(("model_options", "estimator_options", "trainer", "grad_quality"), _IS_MAPPING),
 }
 #: The settings with a fixed set of values, as the flags' ``choices``.
-CHOICES = {"binarize": ("none", "dynamic"), "tau_schedule": ("constant", "linear", "exponential"),
+CHOICES = {"binarize": ("none", "dynamic", "static"), "tau_schedule": ("constant", "linear", "exponential"),
            "tau_interval": ("step", "epoch"), "optimizer": ("adam", "radam"), "on_nonfinite": ("stop", "skip")}
 #: The settings when nothing is given (None: the model's own).
 DEFAULTS = Settings()

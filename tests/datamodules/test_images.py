@@ -271,6 +271,19 @@ def test_dynamic_binarization(tmp_path: Path) -> None:
     assert torch.equal(first_val, second_val)
 
 
+def test_static_binarization_draws_the_training_images_once(tmp_path: Path) -> None:
+    write_image_files(tmp_path)
+    datamodule = set_up(tmp_path, binarize="static", batch_size=NUM_TRAIN, val_size=20)
+    dynamic = set_up(tmp_path, binarize="dynamic", val_size=20)
+    train = datamodule.splits["train"]
+    assert set(train.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(train, set_up(tmp_path, binarize="static", val_size=20).splits["train"])
+    epochs = [next(iter(datamodule.train_dataloader())) for _ in range(2)]
+    assert torch.equal(epochs[0].sum(0), epochs[1].sum(0))  # the same images, in a new order
+    for split in ("val", "test"):  # evaluation sees what a dynamic run's evaluation sees
+        assert torch.equal(datamodule.splits[split], dynamic.splits[split])
+
+
 # Arguments.
 
 
@@ -280,7 +293,7 @@ def test_dynamic_binarization(tmp_path: Path) -> None:
         ({"name": "cifar"}, "unknown data set 'cifar'; valid data sets: mnist, fashion-mnist, omn"),
         ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
         ({"eval_batch_size": -5}, "eval_batch_size must be a positive integer, got -5"),
-        ({"binarize": "static"}, "unknown binarize='static'; valid values: none, dynamic"),
+        ({"binarize": "fixed"}, "unknown binarize='fixed'; valid values: none, dynamic, static"),
         ({"val_size": -1}, "val_size must be an integer >= 0 (0 validates on the test split)"),
     ],
 )

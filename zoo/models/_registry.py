@@ -34,7 +34,7 @@ class Recipe:
     batch_size: int = 100  # per process
     max_epochs: int = -1  # -1: no limit (then max_steps is the budget)
     max_steps: int = -1
-    binarize: Literal["none", "dynamic"] = "none"  # the images' pixel binarization
+    binarize: Literal["none", "dynamic", "static"] = "none"  # the images' pixel binarization
     val_size: int = 0  # training examples held out for validation; 0 validates on the test split
     gradient_clip_val: float | None = None
 
