@@ -73,6 +73,7 @@ SYSTEM_DATA_DIRS: dict[str, tuple[Path, ...]] = {"fashion-mnist": (DEBIAN_FASHIO
 
 #: Seed of the once-per-setup binarization of validation and test images.
 EVAL_BINARIZATION_SEED = 0
+#: Seed of the training images' one binarization under ``binarize="static"`` (another draw than evaluation's).
 TRAIN_BINARIZATION_SEED = 1
 
 _TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "omniglot": "Omniglot"}
