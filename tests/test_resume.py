@@ -5,7 +5,7 @@ uninterrupted run keeps a copy of each checkpoint as it is written: the periodic
 one in mid-epoch, the one written at the first epoch's end (after validation) and
 the best; each is resumed in a fresh folder, as is a run that ``--max-steps``
 stopped in mid-epoch, and every resumed run must end bit-identical to the
-uninterrupted one: weights, optimizer state and step. A run trained for a number
+uninterrupted one: weights, optimizer state, learning-rate schedules and step. A run trained for a number
 of steps rather than epochs is resumed from its first epoch's end too, and must
 not run that epoch's end again.
 """
@@ -80,7 +80,9 @@ def assert_same_training_state(resumed: dict, expected: dict) -> None:
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
+    assert resumed["lr_schedulers"] == expected["lr_schedulers"]  # e.g. a plateau's best and patience count
     for resumed_optimizer, optimizer in zip(resumed["optimizer_states"], expected["optimizer_states"], strict=True):
+        assert resumed_optimizer["param_groups"] == optimizer["param_groups"]  # the learning rates
         for index, state in optimizer["state"].items():
             for key, value in state.items():
                 assert torch.equal(torch.as_tensor(resumed_optimizer["state"][index][key]), torch.as_tensor(value))

@@ -126,6 +126,30 @@ def test_fast_dev_run_with_every_pathwise_estimator(estimator, small_data, tmp_p
     assert 0 <= float(trainer.callback_metrics["test/accuracy"]) <= 1
 
 
+class LearningRateAtCheckpointTime(L.Callback):
+    """The learning rate when each validation ends, which is when its checkpoint is written."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_the_plateau_halves_the_learning_rate_before_the_checkpoint_of_its_fifth_validation_without_gain(
+        small_data, tmp_path):
+    """Patience 4, factor 0.5, one step a validation: the step is in the checkpoint that validation writes."""
+    model = small_parser(lr=1e-6)  # too small to change a prediction: the accuracy never improves
+    learning_rates = LearningRateAtCheckpointTime()
+    trainer = L.Trainer(max_epochs=7, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                        callbacks=[learning_rates])
+    trainer.fit(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=16))
+    assert learning_rates.seen == [1e-6] * 5 + [5e-7] * 2
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 7  # stepped once a validation, not twice
+
+
 def depth_one(count: int, rng: random.Random) -> list[Example]:
     trees = [(rng.choice(OPERATORS), [rng.randrange(10) for _ in range(rng.randint(2, 5))]) for _ in range(count)]
     return [Example(value(tree), tuple(model_tokens(to_text(tree)))) for tree in trees]

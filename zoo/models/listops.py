@@ -213,6 +213,22 @@ class ListOpsParser(Classifier):
             "lr_scheduler": {"scheduler": plateau, "monitor": "val/accuracy", "strict": False},
         }
 
+    def on_validation_epoch_end(self) -> None:
+        """Step the plateau schedule on this validation's accuracy, before the checkpoint is written.
+
+        Lightning steps a ReduceLROnPlateau only after the epoch's end hooks, so after
+        ``last.ckpt`` is saved, and not at all at the end of an epoch a run was resumed
+        into: a run resumed from a checkpoint, or restarted an epoch at a time, would
+        lose those steps and never halve its learning rate. Stepped here, each step is
+        in the checkpoint. The accuracy is synchronized over processes, so every rank
+        takes the same decision (one host read a validation).
+        """
+        if not self.trainer.sanity_checking:
+            self.lr_schedulers().step(self.accuracy["val_accuracy"].compute())
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Nothing: the only schedule, the plateau, is stepped after each validation (above)."""
+
     @torch.no_grad()
     def parse(self, expression: str) -> tuple[int, str]:
         """The predicted value of ``expression`` and the tree the parser induced, bracketed."""
