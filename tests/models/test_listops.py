@@ -148,6 +148,9 @@ def test_the_plateau_halves_the_learning_rate_before_the_checkpoint_of_its_fifth
     trainer.fit(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=16))
     assert learning_rates.seen == [1e-6] * 5 + [5e-7] * 2
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 7  # stepped once a validation, not twice
+    alone = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    alone.validate(model, datamodule=ListOpsDataModule(data_dir=str(small_data), batch_size=16), verbose=False)
+    assert 0 <= float(alone.callback_metrics["val/accuracy"]) <= 1  # a validation alone has nothing to step
 
 
 def depth_one(count: int, rng: random.Random) -> list[Example]:

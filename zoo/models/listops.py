@@ -221,10 +221,12 @@ class ListOpsParser(Classifier):
         into: a run resumed from a checkpoint, or restarted an epoch at a time, would
         lose those steps and never halve its learning rate. Stepped here, each step is
         in the checkpoint. The accuracy is synchronized over processes, so every rank
-        takes the same decision (one host read a validation).
+        takes the same decision (one host read a validation). A validation outside
+        ``fit`` (``trainer.validate``) has no schedule to step.
         """
-        if not self.trainer.sanity_checking:
-            self.lr_schedulers().step(self.accuracy["val_accuracy"].compute())
+        plateau = self.lr_schedulers()
+        if plateau is not None and not self.trainer.sanity_checking:
+            plateau.step(self.accuracy["val_accuracy"].compute())
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         """Nothing: the only schedule, the plateau, is stepped after each validation (above)."""
