@@ -295,6 +295,19 @@ def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):
     assert "--output-dir" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("refused", [("--resume", "missing.ckpt"), ("--estimator", "disarm")])
+def test_a_refused_command_leaves_no_folders(data_dir, tmp_path, monkeypatch, refused):
+    from zoo import runs
+    from zoo import train as train_module
+
+    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)  # main() sets it; restored afterwards
+    output = tmp_path / "new" / "runs"
+    with pytest.raises(SystemExit) as stopped:
+        train_module.main([*small_run_arguments(data_dir, output, "--max-steps", "1"), *refused])
+    assert stopped.value.code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_corrupt_idx_file_is_named(data_dir, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -7,10 +7,12 @@ settings and the command (``config.yaml``), TensorBoard events, and ``checkpoint
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +64,7 @@ def run_directory(config: Settings) -> tuple[Path, Path | None]:
     """
     name = "-".join(part for part in (config.model, config.data, config.estimator) if part is not None)
     runs = Path(config.output_dir) / name
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-        probe = runs / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(
-            f"cannot write to the output directory {runs}: {error.strerror or error}. "
-            "Choose another with --output-dir."
-        ) from error
+    check_writable(runs)
     resume, settings = config.resume, run_settings(config.as_dict())
     if resume not in (None, "auto"):
         checkpoint = Path(resume)
@@ -88,6 +81,25 @@ def run_directory(config: Settings) -> tuple[Path, Path | None]:
             if recorded_settings(last.parent.parent) == settings:
                 return last.parent.parent, last
     return new_run(runs, settings), None
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written, and create nothing: a command refused
+    later (a bad ``--resume``, a model that does not build) leaves no empty folders behind.
+
+    The probe is a nameless temporary file in the folder's nearest existing ancestor,
+    so processes that check at once (a ``torchrun`` launch) cannot see each other's.
+    """
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise ValueError(
+            f"cannot write to the output directory {folder}: {error.strerror or error}. "
+            "Choose another with --output-dir."
+        ) from error
 
 
 def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, Path | None]:
