@@ -67,6 +67,7 @@ class RunCheckpoints(Checkpoint):
         self.best_path: Path | None = None
         self._saved_step = -1  # the global step of the newest last.ckpt
         self._epoch_end_score: float | None = None  # this epoch's validation, to compare at its end
+        self._logging_step: int | None = None  # the loggers' step of a checkpoint written at an epoch's end
 
     @property
     def last_path(self) -> Path:
@@ -80,6 +81,15 @@ class RunCheckpoints(Checkpoint):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._saved_step = trainer.global_step  # a resumed run starts at a step already saved
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any,
+                             batch_index: int) -> None:
+        if self._logging_step is not None:
+            # Lightning's restart counts a step for the last batch, which it takes a checkpoint to be written
+            # before counting, or not, by how the run is bounded and whether it validates; one written at the
+            # epoch's end counted it. Without this, each resume of a run for max_steps logs a step later.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._logging_step
+            self._logging_step = None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_index: int) -> None:
@@ -163,9 +173,11 @@ class RunCheckpoints(Checkpoint):
             self.best_path = None if state["best_path"] is None else Path(state["best_path"])
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Count an epoch that the checkpoint was written at the end of as complete; take the best score
-        from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
-        count_finished_epoch(checkpoint.get("loops", {}).get("fit_loop"))
+        """Count an epoch that the checkpoint was written at the end of as complete, at the loggers' step it
+        saved; take the best score from a checkpoint written by Lightning's ``ModelCheckpoint`` (older runs)."""
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if count_finished_epoch(fit_loop):
+            self._logging_step = fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"]
         for key, state in checkpoint.get("callbacks", {}).items():
             if key.startswith("ModelCheckpoint") and self._watches(state.get("monitor")):
                 score, path = state.get("best_model_score"), state.get("best_model_path")
@@ -174,7 +186,7 @@ class RunCheckpoints(Checkpoint):
                                           "best_path": path or None})
 
 
-def count_finished_epoch(fit_loop: dict[str, Any] | None) -> None:
+def count_finished_epoch(fit_loop: dict[str, Any] | None) -> bool:
     """Make the loops' state of a checkpoint written at an epoch's end that of the next epoch's start.
 
     ``last.ckpt`` is written in ``on_train_epoch_end`` after the module's hook (and
@@ -183,14 +195,15 @@ def count_finished_epoch(fit_loop: dict[str, Any] | None) -> None:
     it counts the epoch itself; a run trained for ``max_steps`` instead restarts on
     that epoch's end and runs its end hooks a second time over no batches: NaN epoch
     means in the logs and GDAS's schedule stepped twice. Here the epoch is counted,
-    and the epoch loop's counts are reset as a new epoch resets them.
+    and the epoch loop's counts are reset as a new epoch resets them. Returns whether
+    the checkpoint was written at an epoch's end.
     """
     epochs = (fit_loop or {}).get("epoch_progress")
     if epochs is None:
-        return  # weights only, or another Lightning's layout
+        return False  # weights only, or another Lightning's layout
     total = epochs["total"]
     if not total["started"] == total["processed"] == total["completed"] + 1:
-        return  # written in mid-epoch, or after training ended
+        return False  # written in mid-epoch, or after training ended
     for part in ("total", "current"):
         epochs[part]["completed"] = epochs[part]["processed"]
     for key, progress in fit_loop.items():
@@ -200,6 +213,7 @@ def count_finished_epoch(fit_loop: dict[str, Any] | None) -> None:
     validation = fit_loop["epoch_loop.val_loop.batch_progress"]
     validation["total"] = dict.fromkeys(validation["total"], 0)  # as Lightning resets it when an epoch starts
     validation["is_last_batch"] = False
+    return True
 
 
 def _reset_current(progress: dict[str, Any]) -> None:

@@ -77,6 +77,8 @@ def run(arguments: list[str], output: Path, *extra: str, callbacks=()) -> dict:
 
 def assert_same_training_state(resumed: dict, expected: dict) -> None:
     assert resumed["global_step"] == expected["global_step"]
+    logging_step = "epoch_loop.state_dict"  # the step the loggers log at
+    assert resumed["loops"]["fit_loop"][logging_step] == expected["loops"]["fit_loop"][logging_step]
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
@@ -109,7 +111,7 @@ def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(mode
     assert_same_training_state(resumed, expected)
 
     # Trained for a number of steps rather than epochs (Lightning restarts such a run on the epoch's end):
-    # resumed from the first epoch's end, the second epoch's end is the only one logged.
+    # resumed from the first epoch's end, the second epoch's end is the only one logged, at the same step.
     by_steps = ["--max-epochs", "-1", "--max-steps", str(expected["global_step"])]
     keep = KeepCheckpoints(Path(tmp_path / "by-steps"))
     keep.folder.mkdir()
@@ -119,8 +121,8 @@ def test_every_kind_of_checkpoint_resumes_to_the_uninterrupted_runs_weights(mode
     assert epoch_means_logged(tmp_path / "by-steps-resumed") == epoch_means_logged(tmp_path / "by-steps-whole")[1:]
 
 
-def epoch_means_logged(output: Path) -> list[dict[str, float]]:
-    """The epoch means (``*_epoch``) a run logged to TensorBoard, one dict an epoch end, oldest first."""
+def epoch_means_logged(output: Path) -> list[tuple[int, dict[str, float]]]:
+    """The epoch means (``*_epoch``) a run logged to TensorBoard: (step, means) an epoch end, oldest first."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (run_folder,) = output.glob("*/*/")
@@ -130,7 +132,7 @@ def epoch_means_logged(output: Path) -> list[dict[str, float]]:
         if tag.endswith("_epoch") and tag.startswith("train/"):
             for event in events.Scalars(tag):
                 by_step.setdefault(event.step, {})[tag] = event.value
-    return [by_step[step] for step in sorted(by_step)]
+    return sorted(by_step.items())
 
 
 def config_for(*arguments: str) -> Settings:
