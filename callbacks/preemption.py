@@ -39,6 +39,11 @@ class StopOnSignal(L.Callback):
     In a SLURM batch job, :data:`SLURM_REQUEUE_SIGNAL` does the same and then
     requeues the job (``scontrol requeue``, as Lightning does): the new job has the
     same id, hence the same run folder, and its ``--resume auto`` continues the run.
+
+    With its handlers replaced, Lightning's own SIGTERM flag stays unset, yet on
+    several processes Lightning broadcasts it from rank 0 and reads it at every
+    batch: a collective and a device sync each step for nothing. That broadcast is
+    switched off while training runs; the guard's flag carries the signal.
     """
 
     def __init__(self, checkpoints: RunCheckpoints, guard: NonFiniteGuard) -> None:
@@ -54,6 +59,8 @@ class StopOnSignal(L.Callback):
         self._any_process_received = self.guard.add_flag(self._flag)
         for number in self.signals:
             self._previous_handlers[number] = signal.signal(number, self._handle)
+        if trainer.world_size > 1:
+            trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = _no_broadcast
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         self.received = signal.Signals(number)
@@ -74,9 +81,14 @@ class StopOnSignal(L.Callback):
         for number, handler in self._previous_handlers.items():
             signal.signal(number, handler)
         self._previous_handlers.clear()
+        vars(trainer.fit_loop.epoch_loop).pop("_broadcast_sigterm_tensor", None)  # Lightning's own again
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         self.teardown(trainer, module, "fit")  # Lightning skips teardown when fit raises
+
+
+def _no_broadcast() -> None:
+    """Stands in for Lightning's per-batch broadcast of its SIGTERM flag, which these handlers leave unset."""
 
 
 def slurm_job_id() -> str:

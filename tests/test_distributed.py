@@ -6,12 +6,16 @@ data, the all-reduced step flags and the record of the global batch are the same
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.runs import model_arguments, write_images, write_listops
@@ -89,3 +93,22 @@ def test_a_nan_on_one_of_two_processes_stops_both_at_that_step(data, tmp_path):
     assert result.stderr.count("training stopped: non-finite values at step 3 (epoch 0): the loss is nan") == 2
     assert result.stderr.count("the estimator met logits with no valid distribution") == 2
     assert "Traceback" not in result.stderr
+
+
+def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_with_its_checkpoint(data, tmp_path):
+    """A scheduler may signal one process only: the guard's summed flag carries it to the other."""
+    command = [sys.executable, "train.py", *model_arguments("vae", *data, batch_size=4), "--accelerator", "cpu",
+               "--devices", "2", "--max-steps", "100000", "--checkpoint-every", "5", "--output-dir", str(tmp_path),
+               *QUIET]
+    launcher = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt"
+    while launcher.poll() is None and not last.exists():  # both processes are training
+        time.sleep(0.02)
+    (worker,) = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(int(worker), signal.SIGTERM)  # rank 1, started by Lightning; rank 0 hears nothing
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 143, stderr[-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert f"stopped by SIGTERM after step {step};" in stderr
+    assert f"stopped by a signal to another process after step {step};" in stderr
+    assert "Traceback" not in stderr

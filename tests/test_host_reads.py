@@ -4,11 +4,16 @@ Counted in-process over 200 training steps (batches) of ``train.py`` at its defa
 settings, with validation off and small widths (the count does not depend on them).
 The budget is one read a step, the non-finite guard's fused flag, plus Lightning's
 reads of the values logged every 50 steps; ListOps may take one more, and GDAS reads
-its two architecture samples and checks each of its two optimizer steps.
+its two architecture samples and checks each of its two optimizer steps. Several
+processes keep the same budget: the guard's flag is summed over them in the same read.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -53,3 +58,48 @@ def test_a_training_step_reads_at_most_its_budget_on_the_host(model, data, tmp_p
     assert batches.count == STEPS
     per_step = reads.total / STEPS
     assert per_step <= BUDGETS[model], f"{per_step:.3f} reads a step; where: {reads.places.most_common(8)}"
+
+
+COUNT_ON_EACH_PROCESS = textwrap.dedent('''
+    """train.py, printing each process's host reads by place, and its training steps."""
+    import json
+    import os
+    import sys
+
+    import lightning as L
+
+    sys.path.insert(0, os.getcwd())
+    from tests.host_reads import CountDuringFit, HostReads
+    from zoo import train
+
+    class Batches(L.Callback):
+        count = 0
+
+        def on_train_batch_end(self, *args):
+            self.count += 1
+
+    reads, batches = HostReads(), Batches()
+    with reads:
+        status = train.main(callbacks=[batches, CountDuringFit(reads)])
+    print("host reads:", json.dumps({"steps": batches.count, "places": reads.places}))
+    sys.exit(status)
+''')
+
+
+def test_two_processes_read_once_a_step_as_one_does(data, tmp_path):
+    """Each of two processes (gloo, standing in for two GPUs) reads once a step: the guard's flag, summed over
+    them. Set-up reads (the seeds' and Lightning's broadcasts) come once a run; the loop is the models' common part."""
+    script = tmp_path / "count_reads.py"
+    script.write_text(COUNT_ON_EACH_PROCESS)
+    result = subprocess.run(
+        [sys.executable, str(script), *model_arguments("vae", *data, 50), "--accelerator", "cpu", "--devices", "2",
+         "--max-steps", str(STEPS), "--output-dir", str(tmp_path / "runs"), "--trainer-arg", "limit_val_batches=0",
+         "--trainer-arg", "enable_model_summary=false", "--trainer-arg", "enable_progress_bar=false"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line.removeprefix("host reads:")) for line in result.stdout.splitlines()
+               if line.startswith("host reads:")]
+    assert [report["steps"] for report in reports] == [STEPS, STEPS], result.stdout[-3000:]
+    for report in reports:
+        repeated = {place: count for place, count in report["places"].items() if count > STEPS // 10}
+        assert sum(repeated.values()) <= STEPS, f"reads made again and again: {repeated}"
