@@ -85,9 +85,9 @@ class RunCheckpoints(Checkpoint):
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any,
                              batch_index: int) -> None:
         if self._logging_step is not None:
-            # Lightning's restart counts a step for the last batch, which it takes a checkpoint to be written
-            # before counting, or not, by how the run is bounded and whether it validates; one written at the
-            # epoch's end counted it. Without this, each resume of a run for max_steps logs a step later.
+            # A restart may count the last batch's logging step again (Lightning does for a run bounded by
+            # max_steps that validates at the epoch's end), as if the checkpoint had been written before that
+            # batch was counted; one written at the epoch's end was written after. Set it back to the saved step.
             trainer.fit_loop.epoch_loop._batches_that_stepped = self._logging_step
             self._logging_step = None
 
