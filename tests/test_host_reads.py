@@ -61,7 +61,7 @@ def test_a_training_step_reads_at_most_its_budget_on_the_host(model, data, tmp_p
 
 
 COUNT_ON_EACH_PROCESS = textwrap.dedent('''
-    """train.py, printing each process's host reads by place, and its training steps."""
+    """train.py with the folder to report in first: each process writes its host reads by place and its steps."""
     import json
     import os
     import sys
@@ -80,8 +80,10 @@ COUNT_ON_EACH_PROCESS = textwrap.dedent('''
 
     reads, batches = HostReads(), Batches()
     with reads:
-        status = train.main(callbacks=[batches, CountDuringFit(reads)])
-    print("host reads:", json.dumps({"steps": batches.count, "places": reads.places}))
+        status = train.main(sys.argv[2:], callbacks=[batches, CountDuringFit(reads)])
+    report = {"steps": batches.count, "places": reads.places}  # a file each: long lines on one pipe interleave
+    with open(os.path.join(sys.argv[1], f"{os.getpid()}.json"), "w") as file:
+        json.dump(report, file)
     sys.exit(status)
 ''')
 
@@ -89,17 +91,18 @@ COUNT_ON_EACH_PROCESS = textwrap.dedent('''
 def test_two_processes_read_once_a_step_as_one_does(data, tmp_path):
     """Each of two processes (gloo, standing in for two GPUs) reads once a step: the guard's flag, summed over
     them. Set-up reads (the seeds' and Lightning's broadcasts) come once a run; the loop is the models' common part."""
-    script = tmp_path / "count_reads.py"
+    script, report_folder = tmp_path / "count_reads.py", tmp_path / "reports"
     script.write_text(COUNT_ON_EACH_PROCESS)
+    report_folder.mkdir()
     result = subprocess.run(
-        [sys.executable, str(script), *model_arguments("vae", *data, 50), "--accelerator", "cpu", "--devices", "2",
-         "--max-steps", str(STEPS), "--output-dir", str(tmp_path / "runs"), "--trainer-arg", "limit_val_batches=0",
-         "--trainer-arg", "enable_model_summary=false", "--trainer-arg", "enable_progress_bar=false"],
+        [sys.executable, str(script), str(report_folder), *model_arguments("vae", *data, 50), "--accelerator", "cpu",
+         "--devices", "2", "--max-steps", str(STEPS), "--output-dir", str(tmp_path / "runs"),
+         "--trainer-arg", "limit_val_batches=0", "--trainer-arg", "enable_model_summary=false",
+         "--trainer-arg", "enable_progress_bar=false"],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    reports = [json.loads(line.removeprefix("host reads:")) for line in result.stdout.splitlines()
-               if line.startswith("host reads:")]
-    assert [report["steps"] for report in reports] == [STEPS, STEPS], result.stdout[-3000:]
+    reports = [json.loads(path.read_text()) for path in report_folder.iterdir()]
+    assert [report["steps"] for report in reports] == [STEPS, STEPS]
     for report in reports:
         repeated = {place: count for place, count in report["places"].items() if count > STEPS // 10}
         assert sum(repeated.values()) <= STEPS, f"reads made again and again: {repeated}"
