@@ -49,7 +49,8 @@ def batches(count: int = 8):
     )
 
 
-def fit(model: L.LightningModule, guard: NonFiniteGuard, count: int = 8, **settings) -> L.Trainer:
+def fit(model: L.LightningModule, guard: NonFiniteGuard | None, count: int = 8, **settings) -> L.Trainer:
+    """One epoch of ``count`` batches under the guard (none: Lightning alone)."""
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -57,7 +58,7 @@ def fit(model: L.LightningModule, guard: NonFiniteGuard, count: int = 8, **setti
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[guard],
+        callbacks=[] if guard is None else [guard],
         **settings,
     )
     trainer.fit(model, batches(count))
@@ -93,14 +94,7 @@ def test_a_finite_run_is_untouched():
     guarded, plain = Regression(bad_step=-1, bad_value=1.0), Regression(bad_step=-1, bad_value=1.0)
     plain.load_state_dict(guarded.state_dict())
     fit(guarded, NonFiniteGuard("stop"))
-    L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(plain, batches())
+    fit(plain, None)
     torch.testing.assert_close(guarded.layer.weight, plain.layer.weight, rtol=0, atol=0)
 
 
