@@ -287,6 +287,32 @@ def test_a_corrupt_checkpoint_is_refused_and_kept(data_dir, tmp_path):
     assert not list(last.parent.glob("last-v*.ckpt"))
 
 
+def test_a_checkpoint_of_other_settings_is_refused_before_its_run_is_touched(data_dir, tmp_path):
+    """Resuming a checkpoint with settings that build another network names what differs, and the run's
+    config.yaml stays the record of how it was trained."""
+    assert small_run(data_dir, tmp_path, "--max-steps", "2").returncode == 0
+    run = tmp_path / "vae-mnist-reinmax" / "version_0"
+    config = (run / "config.yaml").read_text()
+    last = run / "checkpoints" / "last.ckpt"
+    result = small_run(data_dir, tmp_path, "--max-steps", "4", "--latents", "5", "--resume", str(last))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot resume from {last}: its weights do not fit the model these settings build" in result.stderr
+    assert "It was trained with latents=3 (here 5)" in result.stderr and "config.yaml" in result.stderr
+    assert (run / "config.yaml").read_text() == config
+    assert [path.name for path in run.parent.iterdir()] == ["version_0"]
+
+
+def test_weights_alone_are_not_a_checkpoint_to_resume(tmp_path):
+    from zoo import runs
+    from zoo.models import PolynomialProgramming
+
+    model = PolynomialProgramming(variables=4)
+    weights = tmp_path / "weights.pt"
+    torch.save(model.state_dict(), weights)
+    with pytest.raises(ValueError, match="not a checkpoint of this project .no state_dict in it"):
+        runs.check_checkpoint(weights, model)
+
+
 def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

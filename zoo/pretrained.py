@@ -178,17 +178,24 @@ def load_weights(model: L.LightningModule, weights: dict[str, torch.Tensor], nam
     estimator fresh.
     """
     own = model.state_dict()
-    estimator_keys = {key for key in own if key.startswith("estimator.")}
-    missing = sorted(set(own) - set(weights) - estimator_keys)
-    unexpected = sorted(key for key in set(weights) - set(own) if not key.startswith("estimator."))
-    misshapen = sorted(key for key in set(weights) & set(own) if weights[key].shape != own[key].shape)
-    if missing or unexpected or misshapen:
-        details = "; ".join(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                            for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                                ("wrong shape", misshapen)) if keys)
+    network = {key: tensor for key, tensor in own.items() if not key.startswith("estimator.")}
+    given = {key: tensor for key, tensor in weights.items() if not key.startswith("estimator.")}
+    if details := weights_mismatch(network, given):
         raise PretrainedError(f"the weights of {name!r} do not fit the model its manifest entry builds ({details}).")
     state = {key: weights[key].to(own[key].dtype) for key in own if key in weights}
     model.load_state_dict(state, strict=False)
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """What keeps ``given`` from loading into a model whose state is ``expected``: the missing, unexpected and
+    misshapen tensors, named (a few of each); empty when they fit."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    misshapen = [f"{key} {list(given[key].shape)}, not {list(expected[key].shape)}"
+                 for key in sorted(set(given) & set(expected)) if given[key].shape != expected[key].shape]
+    return "; ".join(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                     for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                         ("wrong shape", misshapen)) if keys)
 
 
 def markdown_table(manifest: Path | None = None) -> str:

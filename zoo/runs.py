@@ -187,12 +187,18 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint that does not load as tensors and plain values, before training."""
+def check_checkpoint(path: Path, model: Any) -> None:
+    """Refuse a checkpoint that does not load as tensors and plain values, or whose weights do not fit the
+    ``model`` these settings build, before training and before the run's ``config.yaml`` is rewritten."""
     import torch
 
+    from zoo.pretrained import weights_mismatch
+
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or "state_dict" not in saved:
+            raise ValueError("no state_dict in it: weights alone are not a run to resume")
+        weights = saved["state_dict"]
     except Exception as error:  # noqa: BLE001 - whatever fails to load (a text file: IndexError) is no checkpoint
         others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
         hint = f"; other checkpoints beside it: {', '.join(others)}" if others else ""
@@ -201,3 +207,22 @@ def check_checkpoint(path: Path) -> None:
             f"project ({first_line(error)}). Pass another with --resume PATH{hint}, "
             "or start a new run without --resume."
         ) from error
+    if details := weights_mismatch(model.state_dict(), weights):
+        trained = saved.get("hyper_parameters", {})
+        differing = [f"{key}={trained[key]!r} (here {value!r})" for key, value in _plain(dict(model.hparams)).items()
+                     if key in trained and _plain(trained[key]) != value]
+        trained_with = f" It was trained with {', '.join(differing)}." if differing else ""
+        raise ValueError(
+            f"cannot resume from {path}: its weights do not fit the model these settings build ({details})."
+            f"{trained_with} Resume it with the settings it was trained with (its run's config.yaml), or pass "
+            "another --resume."
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A hyper-parameter as a checkpoint stores it: tuples as lists, so that settings compare equal."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -144,13 +144,13 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
     try:
         config = settings.resolve(flags, flags.pop("config", None))
         run, checkpoint = runs.run_directory(config)
-        if checkpoint is not None:
-            runs.check_checkpoint(checkpoint)
         import lightning as L
 
         L.seed_everything(config.seed, workers=True, verbose=False)
         build.check_model_fits(config)
         model = build.build_model(config)
+        if checkpoint is not None:
+            runs.check_checkpoint(checkpoint, model)
         if config.from_pretrained and checkpoint is None:
             from zoo.pretrained import get_release, load_weights, read_weights, weights_file
 
