@@ -14,11 +14,14 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .settings import MODEL_SETTINGS, NAMES, Settings
+
+if TYPE_CHECKING:
+    import lightning as L
 
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
@@ -187,7 +190,7 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def check_checkpoint(path: Path, model: Any) -> None:
+def check_checkpoint(path: Path, model: L.LightningModule) -> None:
     """Refuse a checkpoint that does not load as tensors and plain values, or whose weights do not fit the
     ``model`` these settings build, before training and before the run's ``config.yaml`` is rewritten."""
     import torch
@@ -208,9 +211,10 @@ def check_checkpoint(path: Path, model: Any) -> None:
             "or start a new run without --resume."
         ) from error
     if details := weights_mismatch(model.state_dict(), weights):
-        trained = saved.get("hyper_parameters", {})
-        differing = [f"{key}={trained[key]!r} (here {value!r})" for key, value in _plain(dict(model.hparams)).items()
-                     if key in trained and _plain(trained[key]) != value]
+        trained = yaml.safe_load(yaml.safe_dump(dict(saved.get("hyper_parameters", {}))))  # tuples as lists
+        here = yaml.safe_load(yaml.safe_dump(dict(model.hparams)))
+        differing = [f"{key}={trained[key]!r} (here {value!r})" for key, value in here.items()
+                     if key in trained and trained[key] != value]
         trained_with = f" It was trained with {', '.join(differing)}." if differing else ""
         raise ValueError(
             f"cannot resume from {path}: its weights do not fit the model these settings build ({details})."
@@ -218,11 +222,3 @@ def check_checkpoint(path: Path, model: Any) -> None:
             "another --resume."
         )
 
-
-def _plain(value: Any) -> Any:
-    """A hyper-parameter as a checkpoint stores it: tuples as lists, so that settings compare equal."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
