@@ -221,4 +221,3 @@ def check_checkpoint(path: Path, model: L.LightningModule) -> None:
             f"{trained_with} Resume it with the settings it was trained with (its run's config.yaml), or pass "
             "another --resume."
         )
-
