@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> None:
     variant = "" if args.logits == "zoo" else f"-{args.logits}-logits"
     path = args.results / f"{args.estimator}-K{args.num_samples}{variant}-seed{args.seed}-{trainer.global_step}.json"
     path.write_text(json.dumps(record, indent=1))
-    print(f"{args.estimator} K={args.num_samples} ({args.logits}' logits): training −ELBO {record['train_neg_elbo']:.2f}, "
-          f"test −ELBO {test:.2f}, {seconds / 60:.1f} min -> {path}")
+    print(f"{args.estimator} K={args.num_samples} ({args.logits} logits): "
+          f"training −ELBO {record['train_neg_elbo']:.2f}, test −ELBO {test:.2f}, {seconds / 60:.1f} min -> {path}")
 
 
 def speed(args: argparse.Namespace) -> None:
