@@ -151,6 +151,12 @@ def speed(args: argparse.Namespace) -> None:
         print(f"{row}: {rate:.0f} steps / s")
 
 
+def records_of(records: list[dict], estimator: str, num_samples: int, logits: str) -> list[dict]:
+    """The records of one row; those written before ``--logits`` existed are the zoo's."""
+    return [r for r in records
+            if (r["estimator"], r["num_samples"], r.get("logits", "zoo")) == (estimator, num_samples, logits)]
+
+
 def report(args: argparse.Namespace) -> None:
     records = [json.loads(path.read_text()) for path in sorted(args.results.glob("*.json"))
                if path.name != SPEED_RECORD]
@@ -163,8 +169,7 @@ def report(args: argparse.Namespace) -> None:
     print("| K | estimator | steps | seeds | training −ELBO | test −ELBO | published (1M steps) | steps / s |")
     print("|--:|---|--:|--:|--:|--:|--:|--:|")
     for (estimator, num_samples), logits in itertools.product(ROWS, LOGITS):
-        mine = [r for r in records if (r["estimator"], r["num_samples"], r.get("logits", "zoo"))
-                == (estimator, num_samples, logits)]
+        mine = records_of(records, estimator, num_samples, logits)
         name = estimator if logits == "zoo" else f"{estimator}, {logits}' logits"
         for steps in sorted({r["steps"] for r in mine}):
             group = [r for r in mine if r["steps"] == steps]
@@ -183,8 +188,7 @@ def report(args: argparse.Namespace) -> None:
     print("| K | estimator | " + " | ".join(f"{mark:,}" for mark in marks) + " |")
     print("|--:|---|" + "--:|" * len(marks))
     for estimator, num_samples in ROWS:
-        mine = [r for r in records if (r["estimator"], r["num_samples"], r.get("logits", "zoo"))
-                == (estimator, num_samples, "zoo")]
+        mine = records_of(records, estimator, num_samples, "zoo")
         if mine:
             blocks = max(mine, key=lambda r: r["steps"])["train_neg_elbo_per_500_steps"]
             cells = [f"{blocks[mark // WINDOW - 1]:.2f}" if mark // WINDOW <= len(blocks) else "–" for mark in marks]
