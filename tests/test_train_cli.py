@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
@@ -311,6 +312,23 @@ def test_weights_alone_are_not_a_checkpoint_to_resume(tmp_path):
     torch.save(model.state_dict(), weights)
     with pytest.raises(ValueError, match="not a checkpoint of this project .no state_dict in it"):
         runs.check_checkpoint(weights, model)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not a checkpoint\n", "Unsupported operand"),
+    ({"state_dict": {}, "arguments": argparse.Namespace(lr=1.0)}, "Unsupported global: GLOBAL argparse.Namespace"),
+])
+def test_an_unloadable_checkpoint_names_the_unpicklers_reason_not_torchs_advice(tmp_path, content, reason):
+    """torch's refusal advises loading with weights_only=False, which would run the file's code."""
+    from zoo import runs
+    from zoo.models import PolynomialProgramming
+
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    with pytest.raises(ValueError, match="not a checkpoint of this project") as refusal:
+        runs.check_checkpoint(path, PolynomialProgramming(variables=4))
+    assert f"the weights-only unpickler refused it: {reason}" in str(refusal.value)
+    assert "weights_only" not in str(refusal.value)
 
 
 def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):

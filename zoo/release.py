@@ -28,7 +28,7 @@ from .evaluate import EVALUATION_SEED, measure
 from .models import get_model_class, model_card
 from .models._heat_map import save_png
 from .pretrained import MANIFEST, Release, load_weights, read_weights, sha256_of
-from .runs import first_line
+from .runs import load_failure
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 #: Where a release's figure goes (a model with ``release_figure()``, e.g. GDAS's softmax(α)).
@@ -48,7 +48,7 @@ def trained_model(run: Path, checkpoint: Path | None = None
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever fails to load is no checkpoint to release
-        raise ValueError(f"cannot read the checkpoint {checkpoint}: {first_line(error)}.") from error
+        raise ValueError(f"cannot read the checkpoint {checkpoint}: {load_failure(error)}.") from error
     saved["hyper_parameters"] = json.loads(json.dumps(dict(saved["hyper_parameters"])))  # tuples → lists, as in JSON
     model = get_model_class(config["model"])(**saved["hyper_parameters"])
     model.load_state_dict(saved["state_dict"])

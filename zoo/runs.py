@@ -185,8 +185,16 @@ def save_config(settings: Settings, run: Path, command: list[str], processes: in
     (run / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type where it has none: what a one-line refusal quotes."""
+def load_failure(error: BaseException) -> str:
+    """Why a file did not load, in one line for a refusal to quote.
+
+    torch's weights-only refusal opens with advice to load the file with ``weights_only=False``, which
+    would run whatever code it holds; its reason (``Unsupported operand 103`` for a text file,
+    ``Unsupported global: ...`` for a pickled object) follows ``WeightsUnpickler error:``.
+    """
+    _, refused, reason = str(error).partition("WeightsUnpickler error:")
+    if refused and (lines := reason.strip().splitlines()):
+        return f"the weights-only unpickler refused it: {lines[0].split('. ')[0].removesuffix('.')}"
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
@@ -207,7 +215,7 @@ def check_checkpoint(path: Path, model: L.LightningModule) -> None:
         hint = f"; other checkpoints beside it: {', '.join(others)}" if others else ""
         raise ValueError(
             f"cannot resume from {path}: it is corrupt, truncated or not a checkpoint of this "
-            f"project ({first_line(error)}). Pass another with --resume PATH{hint}, "
+            f"project ({load_failure(error)}). Pass another with --resume PATH{hint}, "
             "or start a new run without --resume."
         ) from error
     if details := weights_mismatch(model.state_dict(), weights):
