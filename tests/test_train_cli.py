@@ -324,7 +324,10 @@ def test_an_unloadable_checkpoint_names_the_unpicklers_reason_not_torchs_advice(
     from zoo.models import PolynomialProgramming
 
     path = tmp_path / "last.ckpt"
-    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
     with pytest.raises(ValueError, match="not a checkpoint of this project") as refusal:
         runs.check_checkpoint(path, PolynomialProgramming(variables=4))
     assert f"the weights-only unpickler refused it: {reason}" in str(refusal.value)
