@@ -1,19 +1,29 @@
 """Which data module serves a model: the data names valid for its data family, and the module itself.
 
-A model's card names its family: ``images`` (MNIST, Fashion-MNIST, Omniglot for
-the VAEs), ``listops``, ``none`` (the model makes its own inputs), ``nas-search``
-(paired halves of a training set for architecture search) or ``nas-train`` (the
-whole set, to train a found architecture). ``train.py``, the evaluation of
+A model's card names its family: ``images`` (MNIST, Fashion-MNIST, Omniglot as
+flat 28×28 images, for the VAEs), ``listops``, ``none`` (the model makes its own
+inputs), ``classification`` (labelled image sets as ``(N, C, H, W)`` batches: a
+found architecture, the Mixture-of-Experts classifier) or ``nas-search`` (paired
+halves of such a set for architecture search). ``train.py``, the evaluation of
 released weights and the notebooks build data through :func:`build_datamodule`,
-so they agree on it.
+so they agree on it; :func:`data_facts` tells a model what it must know of the data
+(its card's ``from_data``), and :func:`tiny_data` writes a stand-in for smoke runs.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from lightning.pytorch import LightningDataModule
 
-IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN = "images", "listops", "none", "nas-search", "nas-train"
-FAMILIES = (IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN)
+from .tiny import write_images, write_listops
+
+IMAGES, LISTOPS, NONE, CLASSIFICATION, NAS_SEARCH = "images", "listops", "none", "classification", "nas-search"
+FAMILIES = (IMAGES, LISTOPS, NONE, CLASSIFICATION, NAS_SEARCH)
+#: What a family tells a model of its data, by the constructor argument each fills.
+FACTS = {CLASSIFICATION: ("in_channels", "num_classes", "image_size"),
+         NAS_SEARCH: ("in_channels", "num_classes", "image_size")}
 
 
 def valid_data(family: str) -> list[str]:
@@ -22,7 +32,7 @@ def valid_data(family: str) -> list[str]:
         from .images import DATASETS
 
         return list(DATASETS)
-    if family in (NAS_SEARCH, NAS_TRAIN):
+    if family in (CLASSIFICATION, NAS_SEARCH):
         from .nas import DATASETS
 
         return list(DATASETS)
@@ -43,7 +53,7 @@ def build_datamodule(family: str, data: str, *, data_dir: str | None = None, bat
 
         # Without data_dir the splits are generated once into the cache.
         return ListOpsDataModule(data_dir=data_dir, batch_size=batch_size)
-    if family in (NAS_SEARCH, NAS_TRAIN):
+    if family in (CLASSIFICATION, NAS_SEARCH):
         from .nas import NASDataModule
 
         return NASDataModule(data, data_dir=data_dir, batch_size=batch_size,
@@ -51,3 +61,28 @@ def build_datamodule(family: str, data: str, *, data_dir: str | None = None, bat
     from .images import ImageDataModule
 
     return ImageDataModule(data, data_dir=data_dir, batch_size=batch_size, binarize=binarize, val_size=val_size)
+
+
+def data_facts(family: str, data: str) -> dict[str, int]:
+    """What a model of ``family`` may need to know of data set ``data`` (see :data:`FACTS`), without reading it."""
+    if family not in FACTS:
+        return {}
+    from .nas import describe
+
+    info = describe(data)
+    return {"in_channels": info.channels, "num_classes": info.num_classes, "image_size": info.size}
+
+
+def tiny_data(family: str, folder: Path, examples: int = 60) -> dict[str, Any]:
+    """Write a stand-in of ``examples`` training examples for ``family`` into ``folder``; the settings that read it.
+
+    Random images as MNIST's IDX files (read as Fashion-MNIST by the classification
+    families, which pad them to 32×32), or depth-one ListOps expressions.
+    """
+    if family == IMAGES:
+        return {"data": "mnist", "data_dir": str(write_images(folder, examples))}
+    if family in FACTS:
+        return {"data": "fashion-mnist", "data_dir": str(write_images(folder, examples))}
+    if family == LISTOPS:
+        return {"data": "listops", "data_dir": str(write_listops(folder, examples))}
+    return {}

@@ -1,18 +1,28 @@
-"""train.py as a user runs it: a subprocess on small generated IDX files."""
+"""train.py as a user runs it, on small generated IDX files.
+
+Most runs are in-process (``zoo.train.main`` with its output captured), which checks
+the same exit statuses and messages without an interpreter start-up each; what needs
+the process boundary (SIGKILL, SIGTERM, two processes) runs ``python train.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from zoo import runs
+from zoo import train as train_module
 from zoo.estimators import list_estimators
 from zoo.models import list_models
 
@@ -25,9 +35,28 @@ def data_dir(tiny_mnist) -> Path:
     return tiny_mnist
 
 
-def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture(autouse=True)
+def no_run_version(monkeypatch):
+    """main() hands its run version on to DDP workers through the environment: none before a test or after."""
+    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)
+
+
+def train(*arguments: str) -> subprocess.CompletedProcess:
+    """``python train.py ARGUMENTS`` in this process: its exit status and what it printed."""
+    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a new run each call, as a new process would be
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            status = train_module.main(list(arguments))
+        except SystemExit as exit:
+            status = exit.code
+    return subprocess.CompletedProcess(["train.py", *arguments], status, stdout.getvalue(), stderr.getvalue())
+
+
+def train_process(*arguments: str) -> subprocess.CompletedProcess:
+    """``python train.py ARGUMENTS`` as a process of its own: for what only a process shows (several of them)."""
+    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
 
 
 def small_run_arguments(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -258,17 +287,12 @@ def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_d
     assert_same_weights_and_optimizer(torch.load(last, weights_only=True), uninterrupted)
 
 
-def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path, monkeypatch):
-    from zoo import runs  # in-process: two runs without two interpreter start-ups
-    from zoo import train as train_module
-
-    # main() hands its run version to DDP workers through the environment; keep it out of later tests.
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
+def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path):
     weights = []
     for name in ("first", "second"):
-        arguments = small_run_arguments(data_dir, tmp_path / name, "--max-steps", "12", "--batch-size", "5",
-                                        "--binarize", "dynamic", "--trainer-arg", "enable_progress_bar=false")
-        assert train_module.main(arguments) == 0
+        result = small_run(data_dir, tmp_path / name, "--max-steps", "12", "--batch-size", "5", "--binarize",
+                           "dynamic", "--trainer-arg", "enable_progress_bar=false")
+        assert result.returncode == 0, result.stderr
         weights.append(torch.load(tmp_path / name / "vae-mnist-reinmax" / "version_0" / "checkpoints" / "last.ckpt",
                                   weights_only=True)["state_dict"])
     assert weights[0].keys() == weights[1].keys()
@@ -304,7 +328,6 @@ def test_a_checkpoint_of_other_settings_is_refused_before_its_run_is_touched(dat
 
 
 def test_weights_alone_are_not_a_checkpoint_to_resume(tmp_path):
-    from zoo import runs
     from zoo.models import PolynomialProgramming
 
     model = PolynomialProgramming(variables=4)
@@ -320,7 +343,6 @@ def test_weights_alone_are_not_a_checkpoint_to_resume(tmp_path):
 ])
 def test_an_unloadable_checkpoint_names_the_unpicklers_reason_not_torchs_advice(tmp_path, content, reason):
     """torch's refusal advises loading with weights_only=False, which would run the file's code."""
-    from zoo import runs
     from zoo.models import PolynomialProgramming
 
     path = tmp_path / "last.ckpt"
@@ -343,15 +365,9 @@ def test_an_unwritable_output_directory_is_named(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("refused", [("--resume", "missing.ckpt"), ("--estimator", "disarm")])
-def test_a_refused_command_leaves_no_folders(data_dir, tmp_path, monkeypatch, refused):
-    from zoo import runs
-    from zoo import train as train_module
-
-    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)  # main() sets it; restored afterwards
+def test_a_refused_command_leaves_no_folders(data_dir, tmp_path, refused):
     output = tmp_path / "new" / "runs"
-    with pytest.raises(SystemExit) as stopped:
-        train_module.main([*small_run_arguments(data_dir, output, "--max-steps", "1"), *refused])
-    assert stopped.value.code == 2
+    assert train(*small_run_arguments(data_dir, output, "--max-steps", "1"), *refused).returncode == 2
     assert list(tmp_path.iterdir()) == []
 
 
@@ -372,7 +388,7 @@ def test_a_corrupt_idx_file_is_named(data_dir, tmp_path):
 def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_path):
     ddp = ("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--accelerator", "cpu",
            "--devices", "2", "--strategy", "ddp", "--batch-size", "10", "--checkpoint-every", "2", *SMALL_MODEL)
-    result = train(*ddp, "--max-steps", "4", timeout=600)  # 3 steps an epoch: it stops mid-epoch
+    result = train_process(*ddp, "--max-steps", "4")  # 3 steps an epoch: it stops mid-epoch
     assert result.returncode == 0, result.stderr
     runs = list((tmp_path / "vae-mnist-reinmax").iterdir())
     assert [run.name for run in runs] == ["version_0"]
@@ -382,6 +398,6 @@ def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_pa
     assert saved["global_step"] == 4
     states = saved["callbacks"]["PerRankSeed"]["random_states"]
     assert len(states) == 2 and not torch.equal(states[0]["cpu"], states[1]["cpu"])  # each rank's own noise
-    resumed = train(*ddp, "--max-steps", "6", "--resume", "auto", timeout=600)
+    resumed = train_process(*ddp, "--max-steps", "6", "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(last, weights_only=True)["global_step"] == 6

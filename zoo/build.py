@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 
-from datamodules.families import NAS_SEARCH, NAS_TRAIN
+from datamodules.families import data_facts
 from datamodules.families import build_datamodule as build_family_datamodule
 
 from .models import model_card
@@ -27,14 +27,8 @@ def build_model(settings: Settings) -> L.LightningModule:
         arguments.update(estimator=settings.estimator, estimator_options=settings.estimator_options or None)
     if settings.tau_end is not None and "tau_end" in inspect.signature(card.model_class).parameters:
         arguments["tau_end"] = settings.tau_end
-    if card.data_family in (NAS_SEARCH, NAS_TRAIN):
-        from datamodules.nas import NASDataModule
-
-        # The network's input channels and classes, and its image size if it has one, follow the data.
-        info = NASDataModule.describe(settings.data)
-        arguments.update(in_channels=info.channels, num_classes=info.num_classes)
-        if "image_size" in inspect.signature(card.model_class).parameters:
-            arguments["image_size"] = info.size
+    facts = data_facts(card.data_family, settings.data)
+    arguments.update({name: facts[name] for name in card.from_data})  # e.g. the input channels follow the data
     check_option_types(card.model_class, settings.model_options, settings.model)
     arguments.update(settings.model_options)
     try:

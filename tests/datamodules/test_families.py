@@ -12,7 +12,7 @@ from datamodules.nas import NASDataModule
 from datamodules.steps import StepsDataModule
 
 MODULES = {"images": ImageDataModule, "listops": ListOpsDataModule, "none": StepsDataModule,
-           "nas-search": NASDataModule, "nas-train": NASDataModule}
+           "nas-search": NASDataModule, "classification": NASDataModule}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -26,7 +26,7 @@ def test_every_family_builds_its_data_module_for_each_of_its_names(family, tmp_p
 
 def test_the_nas_families_differ_in_mode_and_the_images_take_their_options(tmp_path):
     assert build_datamodule("nas-search", "synthetic").mode == "search"
-    assert build_datamodule("nas-train", "synthetic").mode == "train"
+    assert build_datamodule("classification", "synthetic").mode == "train"
     images = build_datamodule("images", "fashion-mnist", binarize="dynamic", val_size=5)
     assert (images.name, images.binarize, images.val_size) == ("fashion-mnist", "dynamic", 5)
 

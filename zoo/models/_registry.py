@@ -12,8 +12,8 @@ the :class:`ModelCard`; nothing else keeps a list of model names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import lightning as L
@@ -57,6 +57,15 @@ class ModelCard:
     monitor_stage: Literal["train", "val"] = "val"
     # Steps that leave some parameters unused (GDAS runs only the sampled operations): DDP must look for them.
     unused_parameters: bool = False
+    # Constructor arguments that follow the data: facts the data family provides
+    # (datamodules.families.FACTS: in_channels, num_classes, image_size), filled in by train.py.
+    from_data: tuple[str, ...] = ()
+    # Settings (as in a YAML file) that make the model small enough for a run of a few steps on a CPU
+    # in about a second: the tests and the GPU check's --tiny run every model with them, on tiny data.
+    small: Mapping[str, Any] = field(default_factory=dict)
+    # Reads of tensor values on the host a training step may make (each a GPU stall): the non-finite
+    # guard's one flag, plus any the model's own step needs (ListOps' lengths, GDAS's two samples).
+    host_reads_per_step: int = 1
 
     @property
     def monitor(self) -> str:

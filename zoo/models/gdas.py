@@ -50,7 +50,10 @@ Batch = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 @register_model("gdas", summary="the GDAS supernet searching the NATS-Bench topology space",
                 data_family="nas-search", metric="accuracy", mode="max", estimator_families=("pathwise",),
-                unused_parameters=True, recipe=Recipe(data="cifar10", max_epochs=100, batch_size=64))
+                unused_parameters=True, recipe=Recipe(data="cifar10", max_epochs=100, batch_size=64),
+                from_data=("in_channels", "num_classes"),
+                small={"model_options": {"channels": 2, "cells_per_stage": 1}},
+                host_reads_per_step=4)  # its two architecture samples, and the guard's flag at each of its two steps
 class GDASSearch(Classifier):
     """The GDAS supernet and its alternating weight and architecture steps (manual optimisation).
 

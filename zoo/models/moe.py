@@ -193,9 +193,12 @@ class Block(nn.Module):
 
 
 @register_model("moe", summary="a Switch-style vision transformer, every second feed-forward a top-1 mixture of "
-                "8 experts", data_family="nas-train", metric="accuracy", mode="max",
+                "8 experts", data_family="classification", metric="accuracy", mode="max",
                 estimator_families=("router", "pathwise"),
-                recipe=Recipe(data="fashion-mnist", max_epochs=10, batch_size=128))
+                recipe=Recipe(data="fashion-mnist", max_epochs=10, batch_size=128),
+                from_data=("in_channels", "num_classes", "image_size"),
+                small={"model_options": {"width": 16, "hidden": 16, "depth": 2, "heads": 2, "num_experts": 4,
+                                         "patch_size": 8}})
 class MoEClassifier(Classifier):
     """Classify images with a vision transformer whose routing is the estimator's.
 

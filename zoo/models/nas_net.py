@@ -22,8 +22,10 @@ from .nats.network import FixedCell, TopologyNetwork
 
 
 @register_model("nas-net", summary="a NATS-Bench genotype's network, trained from scratch",
-                data_family="nas-train", metric="accuracy", mode="max", estimator_families=(),
-                recipe=Recipe(data="cifar10", max_epochs=200, batch_size=256))
+                data_family="classification", metric="accuracy", mode="max", estimator_families=(),
+                recipe=Recipe(data="cifar10", max_epochs=200, batch_size=256), from_data=("in_channels", "num_classes"),
+                small={"genotype": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+                                   "nor_conv_3x3~2|", "model_options": {"channels": 2, "cells_per_stage": 1}})
 class NASNet(Classifier):
     """Classify images with the topology network of ``genotype`` (a NATS-Bench string)."""
 

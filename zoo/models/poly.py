@@ -31,7 +31,7 @@ TERMS = ("loss", "expected_loss")
 
 @register_model("poly", summary="the polynomial toy: minimise E[mean |z - target|^p], exact gradients known",
                 data_family="none", metric="expected_loss_epoch", mode="min", monitor_stage="train",
-                recipe=Recipe(data="none", max_steps=8000))
+                recipe=Recipe(data="none", max_steps=8000), small={"model_options": {"variables": 4}})
 class PolynomialProgramming(L.LightningModule):
     """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (replicas, variables, 2)``."""
 

@@ -167,7 +167,8 @@ class DiscreteVAE(L.LightningModule):
 
 @register_model("vae", summary="categorical VAE, the paper's MNIST-VAE (10 categories x 30 latents)",
                 data_family="images", metric="neg_elbo_epoch", mode="min",
-                recipe=Recipe(data="mnist", max_epochs=160))
+                recipe=Recipe(data="mnist", max_epochs=160),
+                small={"latents": 3, "categories": 4, "model_options": {"hidden_sizes": [16, 8]}})
 class CategoricalVAE(DiscreteVAE):
     """A VAE with ``latents`` categorical variables of ``categories`` classes each.
 
@@ -212,7 +213,8 @@ class CategoricalVAE(DiscreteVAE):
 
 @register_model("bvae", summary="Bernoulli VAE, the paper's 2x200 comparison with the REINFORCE family",
                 data_family="images", metric="neg_elbo_epoch", mode="min",
-                recipe=Recipe(data="mnist", max_steps=1_000_000, binarize="dynamic", val_size=10_000))
+                recipe=Recipe(data="mnist", max_steps=1_000_000, binarize="dynamic", val_size=10_000),
+                small={"latents": 4, "val_size": 10, "model_options": {"hidden_sizes": [16, 8]}})
 class BernoulliVAE(DiscreteVAE):
     """The paper's 2×200 VAE: ``latents`` binary variables, LeakyReLU(0.3) networks.
 
