@@ -59,9 +59,9 @@ import loop_overhead  # noqa: E402
 import torch  # noqa: E402
 
 from callbacks.nonfinite import NonFiniteGuard  # noqa: E402
-from tests.runs import model_arguments, write_images, write_listops  # noqa: E402
+from tests.runs import small_run, write_images, write_listops  # noqa: E402
 from zoo import train  # noqa: E402
-from zoo.models import list_models  # noqa: E402
+from zoo.models import list_models, model_card  # noqa: E402
 
 
 class StepTimer(L.Callback):
@@ -152,7 +152,9 @@ def train_briefly(model: str, precision: str, accelerator: str, images: Path, li
     timer = StepTimer(start_at=min(TIMING_STARTS_AT, steps // 2))
     optimizer_steps = 2 * steps if model == "gdas" else steps  # its weight and architecture steps
     with tempfile.TemporaryDirectory() as output:
-        argv = [*model_arguments(model, images, listops, small=tiny), "--accelerator", accelerator,
+        family = model_card(model).data_family  # its data: the images or expressions written for the check
+        data = [] if family == "none" else ["--data-dir", str(listops if family == "listops" else images)]
+        argv = [*small_run(model, Path(output), 20, small=tiny), *data, "--accelerator", accelerator,
                 "--devices", "1", "--precision", precision, "--max-steps", str(optimizer_steps), "--output-dir", output,
                 "--checkpoint-every", "0", "--trainer-arg", "limit_val_batches=0",
                 "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]

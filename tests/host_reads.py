@@ -10,7 +10,7 @@ GPU) and those of the data modules, which build batches from CPU index tensors.
 from __future__ import annotations
 
 import collections
-import traceback
+import sys
 
 import lightning as L
 import torch
@@ -40,16 +40,19 @@ class HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
     def _count(self, name: str) -> None:
-        stack = traceback.extract_stack()[:-2]
+        # Walking the frames, not traceback.extract_stack(): that reads every frame's source line, and torch
+        # makes dozens of exempt reads a step inside its own functions, each of which comes here.
+        frame = sys._getframe(2)  # the caller of __torch_function__
         inside = []
-        while stack and any(part in stack[-1].filename for part in _TORCH):
-            inside.append(stack.pop().filename)
-        if not stack or any(part in file for file in inside for part in _EXEMPT_INSIDE):
+        while frame is not None and any(part in frame.f_code.co_filename for part in _TORCH):
+            inside.append(frame.f_code.co_filename)
+            frame = frame.f_back
+        if frame is None or any(part in file for file in inside for part in _EXEMPT_INSIDE):
             return
-        caller = stack[-1]
-        if any(part in caller.filename for part in _EXEMPT_CALLERS):
+        caller = frame.f_code.co_filename
+        if any(part in caller for part in _EXEMPT_CALLERS):
             return
-        self.places[f"{name} {caller.filename.split('site-packages/')[-1]}:{caller.lineno}"] += 1
+        self.places[f"{name} {caller.split('site-packages/')[-1]}:{frame.f_lineno}"] += 1
 
 
 class CountDuringFit(L.Callback):

@@ -20,8 +20,7 @@ def small_run(model: str, folder: Path, examples: int = 60, batch_size: int | No
     settings (with ``small=False`` only those the model cannot do without), and ``batch_size`` if given."""
     card = model_card(model)
     settings: dict[str, Any] = tiny_data(card.data_family, folder / card.data_family, examples)
-    required = {name for name, parameter in inspect.signature(card.model_class).parameters.items()
-                if parameter.default is inspect.Parameter.empty}
+    required = {name for name, default in card.arguments.items() if default is inspect.Parameter.empty}
     settings.update({key: value for key, value in card.small.items() if small or key in required})
     if batch_size is not None:
         settings["batch_size"] = batch_size
@@ -33,7 +32,8 @@ def as_flags(settings: dict[str, Any]) -> list[str]:
     flags = []
     for key, value in settings.items():
         if key == "model_options":
-            flags += [part for option, given in value.items() for part in ("--model-arg", f"{option}={json.dumps(given)}")]
+            flags += [part for option, given in value.items()
+                      for part in ("--model-arg", f"{option}={json.dumps(given)}")]
         else:
             flags += [f"--{key.replace('_', '-')}", str(value)]
     return flags

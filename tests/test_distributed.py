@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from tests.runs import model_arguments, write_images, write_listops
+from tests.runs import small_run
 from zoo import build, train
 from zoo.models import list_models
 
@@ -27,8 +27,8 @@ QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return write_images(tmp_path_factory.mktemp("images"), 60), write_listops(tmp_path_factory.mktemp("listops"), 48)
+def data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
 
 
 def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess
 
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_trains_on_two_processes_without_naming_a_strategy(model, data, tmp_path):
-    result = run(["train.py", *model_arguments(model, *data, batch_size=4), "--accelerator", "cpu", "--devices", "2",
+    result = run(["train.py", *small_run(model, data, batch_size=4), "--accelerator", "cpu", "--devices", "2",
                   "--max-steps", "4", "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1", *QUIET])
     assert result.returncode == 0, result.stderr[-3000:]
     (config_file,) = tmp_path.glob("*/version_0/config.yaml")
@@ -86,7 +86,7 @@ def test_a_nan_on_one_of_two_processes_stops_both_at_that_step(data, tmp_path):
     """Without the all-reduced flag, rank 1 would stop alone and leave rank 0 waiting in a collective."""
     script = tmp_path / "nan_on_rank_one.py"
     script.write_text(NAN_ON_RANK_ONE)
-    result = run([str(script), *model_arguments("vae", *data, batch_size=4), "--accelerator", "cpu",
+    result = run([str(script), *small_run("vae", data, batch_size=4), "--accelerator", "cpu",
                   "--devices", "2", "--max-steps", "20", "--output-dir", str(tmp_path / "runs"), *QUIET], timeout=60)
     assert result.returncode == 1, result.stderr[-3000:]
     # Each process says it stopped, at the same step, and why: rank 1's logits (and so the loss) on both.
@@ -97,7 +97,7 @@ def test_a_nan_on_one_of_two_processes_stops_both_at_that_step(data, tmp_path):
 
 def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_with_its_checkpoint(data, tmp_path):
     """A scheduler may signal one process only: the guard's summed flag carries it to the other."""
-    command = [sys.executable, "train.py", *model_arguments("vae", *data, batch_size=4), "--accelerator", "cpu",
+    command = [sys.executable, "train.py", *small_run("vae", data, batch_size=4), "--accelerator", "cpu",
                "--devices", "2", "--max-steps", "100000", "--checkpoint-every", "5", "--output-dir", str(tmp_path),
                *QUIET]
     launcher = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

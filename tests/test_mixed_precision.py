@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.plugins import MixedPrecision
 
 from callbacks.nonfinite import NonFiniteGuard
-from tests.runs import model_arguments, write_images, write_listops
+from tests.runs import small_run
 from zoo import train
 from zoo.models import list_models
 from zoo.models.listops import ListOpsParser, mask_scores
@@ -24,8 +24,8 @@ STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    return write_images(tmp_path_factory.mktemp("images"), 60), write_listops(tmp_path_factory.mktemp("listops"), 48)
+def data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
 
 
 class Keep(L.Callback):
@@ -40,7 +40,7 @@ class Keep(L.Callback):
 def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precision, data, tmp_path):
     if model == "listops" and precision == "16-mixed":
         pytest.skip("no float16 LSTM on the CPU; see the test of ListOps' float16 scores")
-    arguments = [*model_arguments(model, *data, batch_size=8), "--accelerator", "cpu", "--devices", "1",
+    arguments = [*small_run(model, data, batch_size=8), "--accelerator", "cpu", "--devices", "1",
                  "--max-steps", str(STEPS), "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1",
                  "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12) if precision == "16-mixed" else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import types
 import typing
@@ -12,8 +11,8 @@ from typing import Any
 
 import lightning as L
 
-from datamodules.families import data_facts
 from datamodules.families import build_datamodule as build_family_datamodule
+from datamodules.families import data_facts
 
 from .models import model_card
 from .settings import MODEL_SETTINGS, Settings
@@ -25,7 +24,7 @@ def build_model(settings: Settings) -> L.LightningModule:
     arguments = {key: getattr(settings, key) for key in MODEL_SETTINGS if getattr(settings, key) is not None}
     if settings.estimator is not None:
         arguments.update(estimator=settings.estimator, estimator_options=settings.estimator_options or None)
-    if settings.tau_end is not None and "tau_end" in inspect.signature(card.model_class).parameters:
+    if settings.tau_end is not None and "tau_end" in card.arguments:
         arguments["tau_end"] = settings.tau_end
     facts = data_facts(card.data_family, settings.data)
     arguments.update({name: facts[name] for name in card.from_data})  # e.g. the input channels follow the data

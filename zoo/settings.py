@@ -252,7 +252,7 @@ def fill_from_model(settings: Settings, explicit: dict[str, Any]) -> None:
     from zoo.models import model_card
 
     card = model_card(settings.model)
-    accepted = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
+    accepted = card.arguments
     if not card.takes_estimator:
         if settings.estimator is not None or settings.estimator_options:
             card.check_estimator(str(settings.estimator))

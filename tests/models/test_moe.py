@@ -194,14 +194,15 @@ def test_bad_sizes_are_refused_by_name(options, message):
 def test_train_py_logs_the_routing_statistics_the_expert_load_and_the_routers_gradient_quality(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tests.runs import SMALL_MOE
+    from tests.runs import small_run
     from zoo import runs, train
 
     monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     config = tmp_path / "quality.yaml"
     config.write_text("grad_quality: {num_samples: 4, probe_batch_size: 2, reference_samples: 20, "
                       "estimators: [switch, st]}\n")
-    assert train.main(["--model", "moe", "--data", "synthetic", *SMALL_MOE, "--accelerator", "cpu", "--devices", "1",
+    assert train.main([*small_run("moe", tmp_path / "data"), "--data", "synthetic", "--accelerator", "cpu",
+                       "--devices", "1",
                        "--max-epochs", "2", "--batch-size", "16", "--grad-quality-every", "2", "--config", str(config),
                        "--output-dir", str(tmp_path), "--trainer-arg", "limit_train_batches=4",
                        "--trainer-arg", "limit_val_batches=1", "--trainer-arg", "log_every_n_steps=1",

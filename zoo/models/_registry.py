@@ -63,9 +63,9 @@ class ModelCard:
     # Settings (as in a YAML file) that make the model small enough for a run of a few steps on a CPU
     # in about a second: the tests and the GPU check's --tiny run every model with them, on tiny data.
     small: Mapping[str, Any] = field(default_factory=dict)
-    # Reads of tensor values on the host a training step may make (each a GPU stall): the non-finite
-    # guard's one flag, plus any the model's own step needs (ListOps' lengths, GDAS's two samples).
-    host_reads_per_step: int = 1
+    # Reads of tensor values on the host a training batch may make (each a GPU stall): the non-finite
+    # guard's one flag a step, plus any the model's own step needs (ListOps' lengths, GDAS's two samples).
+    host_reads_per_batch: int = 1
 
     @property
     def monitor(self) -> str:
@@ -76,6 +76,12 @@ class ModelCard:
     def test_metric(self) -> str:
         """The metric a release of this model records, e.g. ``test/accuracy``."""
         return f"test/{self.metric}"
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The constructor's arguments and their defaults (``inspect.Parameter.empty`` where it needs a value):
+        the settings a run may give the model, and what it trains with where a run gives none."""
+        return {name: parameter.default for name, parameter in inspect.signature(self.model_class).parameters.items()}
 
     @property
     def takes_estimator(self) -> bool:
@@ -139,7 +145,7 @@ def get_model_class(name: str) -> type[L.LightningModule]:
 
 def describe_defaults(card: ModelCard) -> str:
     """A model's defaults in words: its constructor's optimizer, learning rate and τ, and its recipe."""
-    defaults = {name: parameter.default for name, parameter in inspect.signature(card.model_class).parameters.items()}
+    defaults = card.arguments
     recipe = card.recipe
     parts = [f"{defaults[key]}" if key == "optimizer" else f"{label} {defaults[key]:g}"
              for key, label in (("optimizer", ""), ("lr", "lr"), ("tau", "τ")) if key in defaults]

@@ -53,7 +53,7 @@ Batch = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
                 unused_parameters=True, recipe=Recipe(data="cifar10", max_epochs=100, batch_size=64),
                 from_data=("in_channels", "num_classes"),
                 small={"model_options": {"channels": 2, "cells_per_stage": 1}},
-                host_reads_per_step=4)  # its two architecture samples, and the guard's flag at each of its two steps
+                host_reads_per_batch=4)  # its two architecture samples, and the guard's flag at each of its two steps
 class GDASSearch(Classifier):
     """The GDAS supernet and its alternating weight and architecture steps (manual optimisation).
 

@@ -73,7 +73,7 @@ class BinaryTreeLSTMCell(nn.Module):
                 data_family="listops", metric="accuracy", mode="max", estimator_families=("pathwise",),
                 recipe=Recipe(data="listops", max_epochs=20, batch_size=16, gradient_clip_val=5.0),
                 small={"model_options": {"hidden_size": 8}},
-                host_reads_per_step=2)  # the batch's longest expression, which sets how many merges it takes
+                host_reads_per_batch=2)  # the batch's longest expression, which sets how many merges it takes
 class ListOpsParser(Classifier):
     """Classify a ListOps expression's value (10 classes) through a latent binary tree.
 
