@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from types import FrameType
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from callbacks.checkpoint import RunCheckpoints
-from callbacks.nonfinite import NonFiniteGuard
+from .checkpoint import RunCheckpoints
+from .nonfinite import NonFiniteGuard
+from .slurm import requeue_slurm_job
 
 #: What a process ended by SIGTERM reports (128 + 15), so a job script knows the run is not finished.
 EXIT_STATUS = 128 + signal.SIGTERM
@@ -89,23 +88,3 @@ class StopOnSignal(L.Callback):
 
 def _no_broadcast() -> None:
     """Stands in for Lightning's per-batch broadcast of its SIGTERM flag, which these handlers leave unset."""
-
-
-def slurm_job_id() -> str:
-    """This SLURM job's id as ``scontrol`` names it: ``ARRAYJOB_TASK`` for a task of a job array."""
-    job = os.environ["SLURM_JOB_ID"]
-    if "SLURM_ARRAY_TASK_ID" in os.environ:
-        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return job
-
-
-def requeue_slurm_job() -> str:
-    """Put this SLURM job back in the queue; a sentence saying how it went."""
-    job = slurm_job_id()
-    try:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"Requeueing SLURM job {job} failed ({error}); requeue it yourself."
-    if result.returncode != 0:
-        return f"Requeueing SLURM job {job} failed ({result.stderr.strip()}); requeue it yourself."
-    return f"SLURM job {job} is requeued."

@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from lightning.pytorch import LightningDataModule
 
+from .images import DATASETS as IMAGE_DATA
+from .images import ImageDataModule
+from .listops import ListOpsDataModule
+from .nas import DATASETS as NAS_DATA
+from .nas import NASDataModule
+from .steps import StepsDataModule
+
 IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN = "images", "listops", "none", "nas-search", "nas-train"
 FAMILIES = (IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN)
 
@@ -19,13 +26,9 @@ FAMILIES = (IMAGES, LISTOPS, NONE, NAS_SEARCH, NAS_TRAIN)
 def valid_data(family: str) -> list[str]:
     """The ``--data`` names a model of ``family`` accepts."""
     if family == IMAGES:
-        from .images import DATASETS
-
-        return list(DATASETS)
+        return list(IMAGE_DATA)
     if family in (NAS_SEARCH, NAS_TRAIN):
-        from .nas import DATASETS
-
-        return list(DATASETS)
+        return list(NAS_DATA)
     return [family]  # listops and none: the model's own
 
 
@@ -35,19 +38,11 @@ def build_datamodule(family: str, data: str, *, data_dir: str | None = None, bat
     if data not in valid_data(family):
         raise ValueError(f"unknown data {data!r} for this model; valid choices: {', '.join(valid_data(family))}.")
     if family == NONE:
-        from .steps import StepsDataModule
-
         return StepsDataModule()
     if family == LISTOPS:
-        from .listops import ListOpsDataModule
-
         # Without data_dir the splits are generated once into the cache.
         return ListOpsDataModule(data_dir=data_dir, batch_size=batch_size)
     if family in (NAS_SEARCH, NAS_TRAIN):
-        from .nas import NASDataModule
-
         return NASDataModule(data, data_dir=data_dir, batch_size=batch_size,
                              mode="search" if family == NAS_SEARCH else "train")
-    from .images import ImageDataModule
-
     return ImageDataModule(data, data_dir=data_dir, batch_size=batch_size, binarize=binarize, val_size=val_size)

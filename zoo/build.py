@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import Precision
 
+from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
+from callbacks.gradient_quality import GradientQuality
+from callbacks.images import GenerativeImageModel, ReconstructionImages
+from callbacks.nonfinite import NonFiniteGuard
+from callbacks.preemption import StopOnSignal
+from callbacks.progress import LossProgressBar
+from callbacks.seeding import PerRankSeed
+from callbacks.temperature import TemperatureSchedule
 from datamodules.families import NAS_SEARCH, NAS_TRAIN
 from datamodules.families import build_datamodule as build_family_datamodule
 
@@ -83,18 +93,6 @@ def build_trainer(settings: Settings, run: Path, model: L.LightningModule, callb
     A precision plugin among ``plugins`` replaces ``--precision`` (e.g. float16 with a
     loss scaler on the CPU, which Lightning's ``16-mixed`` turns into bfloat16 there).
     """
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning.pytorch.plugins import Precision
-
-    from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
-    from callbacks.gradient_quality import GradientQuality
-    from callbacks.images import GenerativeImageModel, ReconstructionImages
-    from callbacks.nonfinite import NonFiniteGuard
-    from callbacks.preemption import StopOnSignal
-    from callbacks.progress import LossProgressBar
-    from callbacks.seeding import PerRankSeed
-    from callbacks.temperature import TemperatureSchedule
-
     card = model_card(settings.model)
     guard = NonFiniteGuard(settings.on_nonfinite)
     checkpoints = RunCheckpoints(run / "checkpoints", card.monitor, card.mode, settings.checkpoint_every or None)
