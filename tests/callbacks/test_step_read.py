@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.nonfinite import NonFiniteGuard
+from callbacks.nonfinite import NonFiniteError, NonFiniteGuard
 from callbacks.progress import LossProgressBar
 from callbacks.step_read import Reading, StepRead
 from tests.callbacks.test_nonfinite import Regression, batches
@@ -96,3 +96,16 @@ def test_the_guard_and_the_progress_bar_share_one_read_and_the_bar_shows_the_gua
     assert sum(isinstance(callback, StepRead) for callback in trainer.callbacks) == 1
     assert bar.loss is not None and bar.loss == guard.last_loss
     assert bar.get_metrics(trainer, model)["loss"] == guard.last_loss
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+def test_the_guard_decides_on_this_steps_values_whatever_the_order_of_the_callbacks(read_first):
+    guard, read = NonFiniteGuard("stop"), StepRead()
+    model = Regression(bad_step=3, bad_value=float("nan"))
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[read, guard] if read_first else [guard, read])
+    with pytest.raises(NonFiniteError, match="non-finite values at step 3 "):
+        trainer.fit(model, batches(8))
+    assert trainer.callbacks.count(read) == 1 and sum(isinstance(c, StepRead) for c in trainer.callbacks) == 1
+    torch.testing.assert_close(model.layer.weight, model.weights_seen[3], rtol=0, atol=0)
