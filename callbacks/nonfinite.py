@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -11,10 +10,15 @@ from torch import Tensor
 
 from zoo.estimators import Estimator
 
+from .step_read import Reading, StepRead, sum_over_processes
+
 ACTIONS = ("stop", "skip")
 #: A loss scaler that skips this many optimizer steps in a row has collapsed: its
 #: scale has been halved this many times (2^30 ≈ 1e9), and the run trains nothing.
 MAX_CONSECUTIVE_SCALER_SKIPS = 30
+#: The names of the guard's values in the step's read: the loss (the progress bar shows it too), the
+#: estimators' flag and the gradients' summaries.
+LOSS, INVALID_LOGITS, GRADIENTS = "loss", "invalid_logits", "gradient_summaries"
 
 
 class NonFiniteError(RuntimeError):
@@ -32,12 +36,13 @@ class NonFiniteGuard(L.Callback):
 
     Reading a value on the host stalls a GPU until its queue drains, so the checks
     are collected on the device: the model's estimators set a flag instead of
-    raising (:meth:`Estimator.defer_checks`); with the loss (summed over the step's
-    backward passes, so accumulated gradients are all covered) and one summary of each
-    gradient, the flag is summed over processes and read once per optimizer step.
-    Every process thus stops, or skips, the same step; none is left waiting in a
-    collective. The loss read with the flags is :attr:`last_loss`, its mean over
-    backward passes and processes, which the progress bar shows.
+    raising (:meth:`Estimator.defer_checks`). The flag, the loss (its mean over the
+    step's backward passes, so accumulated gradients are all covered) and one
+    summary of each gradient are provided to the step's one read
+    (:class:`~callbacks.step_read.StepRead`), which sums them over processes, so
+    every process stops, or skips, the same step; none is left waiting in a
+    collective. The loss is provided as :data:`LOSS`, for the progress bar too;
+    :attr:`last_loss` is its mean over processes at the last read.
 
     Under a loss scaler (``--precision 16-mixed``) a non-finite gradient is the
     scaler's business: it skips the step and halves its scale, as it does on
@@ -57,25 +62,16 @@ class NonFiniteGuard(L.Callback):
         self._loss: Tensor | None = None  # summed over the backward passes since the last optimizer step
         self._backward_passes = 0
         self._invalid_logits: Tensor | None = None
-        self._flags: list[Tensor] = []  # other callbacks' flags, read with the step's checks
-        self._flag_sums: list[float] = []
-
-    def add_flag(self, flag: Tensor) -> Callable[[], bool]:
-        """Read ``flag`` (a scalar on the module's device, nonzero when set) with each step's checks.
-
-        The flag is summed over processes with the rest, so the function returned,
-        which tells whether any process had it set at the last read, answers alike on
-        every rank at the same step: a decision taken on it (stop, say) is taken by all.
-        """
-        index = len(self._flags)
-        self._flags.append(flag)
-        self._flag_sums.append(0.0)
-        return lambda: self._flag_sums[index] > 0
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._invalid_logits = torch.zeros((), dtype=torch.bool, device=module.device)
         for estimator in _estimators(module):
             estimator.defer_checks(self._invalid_logits)
+        read = StepRead.of(trainer)
+        read.provide(LOSS, self._step_loss)
+        read.provide(INVALID_LOGITS, self._take_invalid_logits)
+        read.provide(GRADIENTS, self._gradient_summaries)
+        read.listen(self._check)
 
     def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         for estimator in _estimators(module):
@@ -91,14 +87,34 @@ class NonFiniteGuard(L.Callback):
         self._loss = loss if self._loss is None else self._loss + loss
         self._backward_passes += 1
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def _step_loss(self, optimizer: torch.optim.Optimizer) -> Tensor:
+        """The loss's mean over this step's backward passes, on the device; the sum starts again."""
+        loss = torch.zeros((), device=self._invalid_logits.device) if self._loss is None else (
+            self._loss / self._backward_passes)
+        self._loss, self._backward_passes = None, 0
+        return loss
+
+    def _take_invalid_logits(self, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Whether an estimator met logits without a distribution since the last read; the flag is cleared."""
+        flag = self._invalid_logits.float()
+        self._invalid_logits.zero_()
+        return flag
+
+    def _gradient_summaries(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
+        return gradient_summaries([p.grad for group in optimizer.param_groups for p in group["params"]
+                                   if p.grad is not None])
+
+    def _check(self, trainer: L.Trainer, module: L.LightningModule, optimizer: torch.optim.Optimizer,
+               reading: Reading) -> None:
+        """Stop, skip or let the step be, from its values read on the host."""
         scaler = getattr(trainer.precision_plugin, "scaler", None)
-        loss_bad, gradients_bad, logits_bad = self._read_step(trainer, optimizer, module.device)
+        self.last_loss = reading.mean(LOSS)
+        gradients_bad = not math.isfinite(sum(reading[GRADIENTS]))
         problems = [problem for problem, bad in (
-            (f"the loss is {self.last_loss}", loss_bad),
+            (f"the loss is {self.last_loss}", not math.isfinite(self.last_loss)),
             ("the gradient norm is not finite", gradients_bad and scaler is None),
-            ("the estimator met logits with no valid distribution (NaN or +inf, or a row all -inf)", logits_bad),
+            ("the estimator met logits with no valid distribution (NaN or +inf, or a row all -inf)",
+             reading[INVALID_LOGITS] > 0),
         ) if bad]
         if not problems and gradients_bad:
             self._count_scaler_skip(trainer, module, scaler)
@@ -127,31 +143,12 @@ class NonFiniteGuard(L.Callback):
         """Validation has no step to skip: logits without a distribution there stop the run."""
         if self._invalid_logits is None:
             return
-        if _sum_over_processes(trainer, self._invalid_logits.float()).item():
+        if sum_over_processes(trainer, self._invalid_logits.float()).item():
             raise NonFiniteError(
                 f"validation after step {trainer.global_step} met logits with no valid distribution (NaN or +inf, "
                 "or a row all -inf): the weights have diverged. The checkpoints already written are kept; lower "
                 "the learning rate or clip gradients (--gradient-clip-val), and resume from an earlier checkpoint."
             )
-
-    def _read_step(self, trainer: L.Trainer, optimizer: torch.optim.Optimizer,
-                   device: torch.device) -> tuple[bool, bool, bool]:
-        """Whether the loss, the gradients, the logits were bad on any process: the step's one read.
-
-        The loss, the logits flag, the flags of :meth:`add_flag` and one summary of
-        each gradient (see :func:`gradient_summaries`) are summed over processes and
-        read together; finiteness is then tested on the host.
-        """
-        loss = self._loss if self._loss is not None else torch.zeros((), device=device)
-        gradients = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flags = [self._invalid_logits.float(), *(flag.float() for flag in self._flags)]
-        status = torch.stack([loss.float(), *flags, *gradient_summaries(gradients)])
-        self._invalid_logits.zero_()
-        passes, self._loss, self._backward_passes = max(self._backward_passes, 1), None, 0
-        loss_sum, logits_flags, *rest = _sum_over_processes(trainer, status).tolist()
-        self._flag_sums, summaries = rest[:len(self._flags)], rest[len(self._flags):]
-        self.last_loss = loss_sum / trainer.world_size / passes
-        return not math.isfinite(loss_sum), not math.isfinite(sum(summaries)), logits_flags > 0
 
     def _count_scaler_skip(self, trainer: L.Trainer, module: L.LightningModule, scaler) -> None:
         self.scaler_skipped_steps += 1
@@ -191,7 +188,3 @@ def gradient_summaries(gradients: list[Tensor]) -> list[Tensor]:
 
 def _estimators(module: L.LightningModule) -> list[Estimator]:
     return [child for child in module.modules() if isinstance(child, Estimator)]
-
-
-def _sum_over_processes(trainer: L.Trainer, values: Tensor) -> Tensor:
-    return trainer.strategy.reduce(values, reduce_op="sum") if trainer.world_size > 1 else values

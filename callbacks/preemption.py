@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from types import FrameType
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-from callbacks.checkpoint import RunCheckpoints
-from callbacks.nonfinite import NonFiniteGuard
+from .checkpoint import RunCheckpoints
+from .slurm import requeue_slurm_job
+from .step_read import Reading, StepRead
 
 #: What a process ended by SIGTERM reports (128 + 15), so a job script knows the run is not finished.
 EXIT_STATUS = 128 + signal.SIGTERM
 #: The signal a SLURM batch job asks for before its time limit (``#SBATCH --signal=SIGUSR1@90``),
 #: as for Lightning's own requeueing.
 SLURM_REQUEUE_SIGNAL = signal.SIGUSR1
+#: The name of the stop flag in the step's read: how many processes received a signal.
+SIGNALLED = "signalled"
 
 
 class Preempted(RuntimeError):
@@ -29,8 +30,9 @@ class StopOnSignal(L.Callback):
     """Turn SIGTERM into a checkpoint at the current step and a :class:`Preempted` error.
 
     Schedulers send SIGTERM some time before they kill a job. The handler only
-    sets a flag; the non-finite guard reads it with the step's other checks,
-    summed over processes, so every rank finishes the same optimizer step, writes
+    sets a flag, provided as :data:`SIGNALLED` to the step's one read
+    (:class:`~callbacks.step_read.StepRead`): summed over processes with the
+    step's other values, so every rank finishes the same optimizer step, writes
     its share of ``last.ckpt`` and stops together, even when the signal reached
     one process only. Lightning's own handlers, replaced while training runs, stop
     each rank where it stands (SIGTERM) or save from inside the handler, in the
@@ -43,20 +45,22 @@ class StopOnSignal(L.Callback):
     With its handlers replaced, Lightning's own SIGTERM flag stays unset, yet on
     several processes Lightning broadcasts it from rank 0 and reads it at every
     batch: a collective and a device sync each step for nothing. That broadcast is
-    switched off while training runs; the guard's flag carries the signal.
+    switched off while training runs; the flag in the step's read carries the signal.
     """
 
-    def __init__(self, checkpoints: RunCheckpoints, guard: NonFiniteGuard) -> None:
-        self.checkpoints, self.guard = checkpoints, guard
+    def __init__(self, checkpoints: RunCheckpoints) -> None:
+        self.checkpoints = checkpoints
         self.signals = (signal.SIGTERM, *((SLURM_REQUEUE_SIGNAL,) if SLURMEnvironment.detect() else ()))
         self.received: signal.Signals | None = None
         self._flag: torch.Tensor | None = None
-        self._any_process_received = lambda: False
+        self._any_process_received = False  # at the last read
         self._previous_handlers: dict[signal.Signals, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._flag = torch.zeros((), device=module.device)
-        self._any_process_received = self.guard.add_flag(self._flag)
+        read = StepRead.of(trainer)
+        read.provide(SIGNALLED, self._provide_flag)
+        read.listen(self._receive)
         for number in self.signals:
             self._previous_handlers[number] = signal.signal(number, self._handle)
         if trainer.world_size > 1:
@@ -66,9 +70,16 @@ class StopOnSignal(L.Callback):
         self.received = signal.Signals(number)
         self._flag.fill_(1)
 
+    def _provide_flag(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        return self._flag
+
+    def _receive(self, trainer: L.Trainer, module: L.LightningModule, optimizer: torch.optim.Optimizer,
+                 reading: Reading) -> None:
+        self._any_process_received = reading[SIGNALLED] > 0
+
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch,
                            batch_index: int) -> None:
-        if not self._any_process_received():
+        if not self._any_process_received:
             return
         path = self.checkpoints.save_last(trainer)
         name = self.received.name if self.received else "a signal to another process"
@@ -89,23 +100,3 @@ class StopOnSignal(L.Callback):
 
 def _no_broadcast() -> None:
     """Stands in for Lightning's per-batch broadcast of its SIGTERM flag, which these handlers leave unset."""
-
-
-def slurm_job_id() -> str:
-    """This SLURM job's id as ``scontrol`` names it: ``ARRAYJOB_TASK`` for a task of a job array."""
-    job = os.environ["SLURM_JOB_ID"]
-    if "SLURM_ARRAY_TASK_ID" in os.environ:
-        job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', job)}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return job
-
-
-def requeue_slurm_job() -> str:
-    """Put this SLURM job back in the queue; a sentence saying how it went."""
-    job = slurm_job_id()
-    try:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"Requeueing SLURM job {job} failed ({error}); requeue it yourself."
-    if result.returncode != 0:
-        return f"Requeueing SLURM job {job} failed ({result.stderr.strip()}); requeue it yourself."
-    return f"SLURM job {job} is requeued."

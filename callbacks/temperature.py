@@ -7,7 +7,7 @@ from typing import Literal
 
 import lightning as L
 
-from zoo._logging import logger_writes_this_step
+from zoo.models import logger_writes_this_step
 
 SCHEDULES = ("constant", "linear", "exponential")
 INTERVALS = ("step", "epoch")

@@ -17,6 +17,12 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
+from .images import DATASETS as IMAGE_DATA
+from .images import ImageDataModule
+from .listops import ListOpsDataModule
+from .nas import DATASETS as NAS_DATA
+from .nas import NASDataModule, describe
+from .steps import StepsDataModule
 from .tiny import write_images, write_listops
 
 IMAGES, LISTOPS, NONE, CLASSIFICATION, NAS_SEARCH = "images", "listops", "none", "classification", "nas-search"
@@ -29,13 +35,9 @@ FACTS = {CLASSIFICATION: ("in_channels", "num_classes", "image_size"),
 def valid_data(family: str) -> list[str]:
     """The ``--data`` names a model of ``family`` accepts."""
     if family == IMAGES:
-        from .images import DATASETS
-
-        return list(DATASETS)
-    if family in (CLASSIFICATION, NAS_SEARCH):
-        from .nas import DATASETS
-
-        return list(DATASETS)
+        return list(IMAGE_DATA)
+    if family in FACTS:
+        return list(NAS_DATA)
     return [family]  # listops and none: the model's own
 
 
@@ -45,21 +47,13 @@ def build_datamodule(family: str, data: str, *, data_dir: str | None = None, bat
     if data not in valid_data(family):
         raise ValueError(f"unknown data {data!r} for this model; valid choices: {', '.join(valid_data(family))}.")
     if family == NONE:
-        from .steps import StepsDataModule
-
         return StepsDataModule()
     if family == LISTOPS:
-        from .listops import ListOpsDataModule
-
         # Without data_dir the splits are generated once into the cache.
         return ListOpsDataModule(data_dir=data_dir, batch_size=batch_size)
-    if family in (CLASSIFICATION, NAS_SEARCH):
-        from .nas import NASDataModule
-
+    if family in FACTS:
         return NASDataModule(data, data_dir=data_dir, batch_size=batch_size,
                              mode="search" if family == NAS_SEARCH else "train")
-    from .images import ImageDataModule
-
     return ImageDataModule(data, data_dir=data_dir, batch_size=batch_size, binarize=binarize, val_size=val_size)
 
 
@@ -67,8 +61,6 @@ def data_facts(family: str, data: str) -> dict[str, int]:
     """What a model of ``family`` may need to know of data set ``data`` (see :data:`FACTS`), without reading it."""
     if family not in FACTS:
         return {}
-    from .nas import describe
-
     info = describe(data)
     return {"in_channels": info.channels, "num_classes": info.num_classes, "image_size": info.size}
 

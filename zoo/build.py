@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import Precision
 
+from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
+from callbacks.gradient_quality import GradientQuality
+from callbacks.images import GenerativeImageModel, ReconstructionImages
+from callbacks.nonfinite import NonFiniteGuard
+from callbacks.preemption import StopOnSignal
+from callbacks.progress import LossProgressBar
+from callbacks.seeding import PerRankSeed
+from callbacks.temperature import TemperatureSchedule
 from datamodules.families import build_datamodule as build_family_datamodule
 from datamodules.families import data_facts
 
@@ -75,27 +85,16 @@ def build_trainer(settings: Settings, run: Path, model: L.LightningModule, callb
 
     A precision plugin among ``plugins`` replaces ``--precision`` (e.g. float16 with a
     loss scaler on the CPU, which Lightning's ``16-mixed`` turns into bfloat16 there).
+    The guard, the stop signal and the bar share the step's one read of the device
+    (``callbacks.step_read``), which they add to the Trainer themselves.
     """
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from lightning.pytorch.plugins import Precision
-
-    from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
-    from callbacks.gradient_quality import GradientQuality
-    from callbacks.images import GenerativeImageModel, ReconstructionImages
-    from callbacks.nonfinite import NonFiniteGuard
-    from callbacks.preemption import StopOnSignal
-    from callbacks.progress import LossProgressBar
-    from callbacks.seeding import PerRankSeed
-    from callbacks.temperature import TemperatureSchedule
-
     card = model_card(settings.model)
-    guard = NonFiniteGuard(settings.on_nonfinite)
     checkpoints = RunCheckpoints(run / "checkpoints", card.monitor, card.mode, settings.checkpoint_every or None)
     extra_callbacks, callbacks = list(callbacks), [
         checkpoints,
-        StopOnSignal(checkpoints, guard),
+        StopOnSignal(checkpoints),
         PerRankSeed(settings.seed),
-        guard,
+        NonFiniteGuard(settings.on_nonfinite),
     ]
     if settings.grad_quality_every:
         try:
@@ -107,7 +106,7 @@ def build_trainer(settings: Settings, run: Path, model: L.LightningModule, callb
         callbacks.append(TemperatureSchedule(settings.tau, settings.tau_end, settings.tau_schedule,
                                              settings.tau_duration, settings.tau_interval))
     if settings.trainer.get("enable_progress_bar", True):
-        callbacks.append(LossProgressBar(guard))
+        callbacks.append(LossProgressBar())
     if isinstance(model, GenerativeImageModel):
         callbacks.append(ReconstructionImages())
     callbacks += extra_callbacks

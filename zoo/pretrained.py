@@ -28,6 +28,7 @@ import lightning as L
 import torch
 
 from datamodules import cache_dir
+from zoo.models import get_model_class
 
 #: The manifest of the releases in this repository.
 MANIFEST = Path(__file__).resolve().parents[1] / "checkpoints" / "manifest.json"
@@ -147,8 +148,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def build_model(release: Release, **overrides: Any) -> L.LightningModule:
     """The release's model class built with its hyper-parameters (and ``overrides``), untrained."""
-    from zoo.models import get_model_class
-
     try:
         model_class = get_model_class(release.model)
         return model_class(**{**release.hyper_parameters, **overrides})

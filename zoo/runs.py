@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from callbacks.slurm import slurm_job_id
+
 from .settings import MODEL_SETTINGS, NAMES, Settings
 
 if TYPE_CHECKING:
@@ -152,8 +154,6 @@ def launch_name(settings: dict[str, Any]) -> str | None:
     for one.
     """
     from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    from callbacks.preemption import slurm_job_id
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         run_id = os.environ["TORCHELASTIC_RUN_ID"]

@@ -5,6 +5,7 @@ Importing this package imports every model file, which registers its model with 
 """
 
 from ._building import build_estimator, estimator_at, make_optimizer
+from ._logging import logger_writes_this_step
 from ._probe import GradientProbe
 from ._registry import ModelCard, Recipe, get_model_class, list_models, markdown_table, model_card, register_model
 from .gdas import GDASSearch
@@ -30,6 +31,7 @@ __all__ = [
     "estimator_at",
     "get_model_class",
     "list_models",
+    "logger_writes_this_step",
     "make_optimizer",
     "markdown_table",
     "model_card",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .._logging import logger_writes_this_step
+from ._logging import logger_writes_this_step
 
 STAGES = ("train", "val", "test")
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import lightning as L
 
-from datamodules.families import FAMILIES
+from datamodules.families import FAMILIES, valid_data
 
 from ..estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..estimators import list_estimators
@@ -163,8 +163,6 @@ def describe_defaults(card: ModelCard) -> str:
 
 def markdown_table() -> str:
     """The registry as the README's model table."""
-    from datamodules.families import valid_data
-
     rows = ["| `--model` | what | `--data` | estimators | defaults |", "|---|---|---|---|---|"]
     for name in list_models():
         card = model_card(name)

@@ -33,7 +33,7 @@ MoE layer to TensorBoard as a labelled image.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -128,17 +128,23 @@ class MixtureOfExperts(nn.Module):
             out, kept = self.dense(tokens, routing.weights), None
         else:
             out, kept = self.sparse(tokens, routing)
-        out = out * self.output_scale
         self.statistics = self.measure(routing, kept)
         return out.view_as(x)
 
     def dense(self, tokens: Tensor, weights: Tensor) -> Tensor:
         """Every expert on every token, mixed by ``weights (N, E)``."""
-        outputs = self.experts(tokens.expand(self.num_experts, *tokens.shape))
-        return torch.einsum("ne,end->nd", weights.to(outputs.dtype), outputs)
+        return self.mix(weights, self.every_expert(tokens))
+
+    def every_expert(self, tokens: Tensor) -> Tensor:
+        """Every expert's output on each of ``tokens (N, width)``: ``(E, N, width)``."""
+        return self.experts(tokens.expand(self.num_experts, *tokens.shape))
+
+    def mix(self, weights: Tensor, outputs: Tensor) -> Tensor:
+        """The layer's output from its experts' ``outputs (E, N, width)`` mixed by ``weights (..., N, E)``."""
+        return torch.einsum("...ne,end->...nd", weights.to(outputs.dtype), outputs) * self.output_scale
 
     def sparse(self, tokens: Tensor, routing: Routing) -> tuple[Tensor, Tensor]:
-        """Each token through its chosen expert only, times its gate; returns the outputs and which tokens fit.
+        """Each token through its chosen expert only, times its gate and ω; returns the outputs and which tokens fit.
 
         Token ``n`` takes slot ``position`` of its expert's buffer, its rank among the
         tokens sent there; buffers hold ``capacity`` slots, one spare row past them
@@ -154,7 +160,7 @@ class MixtureOfExperts(nn.Module):
         grouped = tokens.new_zeros(spare + 1, width).index_copy(0, slot, tokens)
         outputs = self.experts(grouped[:spare].view(self.num_experts, capacity, width))
         outputs = torch.cat((outputs.reshape(spare, width), outputs.new_zeros(1, width)))
-        return outputs[slot] * routing.gate.unsqueeze(-1).to(outputs.dtype), kept
+        return outputs[slot] * routing.gate.unsqueeze(-1).to(outputs.dtype) * self.output_scale, kept
 
     def measure(self, routing: Routing, kept: Tensor | None) -> LayerStatistics:
         probs = routing.probs
@@ -264,10 +270,13 @@ class MoEClassifier(Classifier):
         return self.head(self.norm(x).mean(1))
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self.embed(images)
-        for block in self.blocks:
+        return self.classify(self.run_blocks(self.blocks, self.embed(images)))
+
+    def run_blocks(self, blocks: Iterable[Block], x: Tensor) -> Tensor:
+        """``x`` through ``blocks`` (some of :attr:`blocks`, in order), routed by the model's estimator."""
+        for block in blocks:
             x = block(x, self.estimator)
-        return self.classify(x)
+        return x
 
     def layer_statistics(self) -> list[LayerStatistics]:
         return [self.blocks[index].ffn.statistics for index in self.moe_layers]
@@ -321,25 +330,18 @@ class MoEClassifier(Classifier):
         """
         images, labels = batch
         first = self.moe_layers[0]
-        layer = self.blocks[first].ffn
+        block = self.blocks[first]
         with torch.no_grad(), evaluating(self):
-            x = self.embed(images)
-            for block in self.blocks[:first]:
-                x = block(x, self.estimator)
-            x = self.blocks[first].attend(x)
-            tokens = self.blocks[first].norm2(x)
-            logits = layer.router_logits(tokens.reshape(-1, tokens.shape[-1])).view(*tokens.shape[:2], -1)
-            outputs = layer.experts(tokens.reshape(1, -1, tokens.shape[-1]).expand(layer.num_experts, -1, -1))
-            outputs = outputs.view(layer.num_experts, *tokens.shape).permute(1, 2, 0, 3)  # (B, T, E, width)
+            x = block.attend(self.run_blocks(self.blocks[:first], self.embed(images)))
+            tokens = block.norm2(x).flatten(0, 1)  # (B·T, width)
+            logits = block.ffn.router_logits(tokens).view(*x.shape[:2], -1)
+            outputs = block.ffn.every_expert(tokens)
 
         def loss(weights: Tensor) -> Tensor:
             lead = weights.shape[:-3]
-            mixed = torch.einsum("...bte,bted->...btd", weights.to(outputs.dtype), outputs)
-            mixed = mixed * layer.output_scale.detach()
-            h = (x + mixed).reshape(-1, *x.shape[1:])
+            mixed = block.ffn.mix(weights.flatten(-3, -2), outputs).view(*lead, *x.shape)
             with evaluating(self):
-                for block in self.blocks[first + 1:]:
-                    h = block(h, self.estimator)
+                h = self.run_blocks(self.blocks[first + 1:], (x + mixed).reshape(-1, *x.shape[1:]))
                 class_logits = self.classify(h)
             return F.cross_entropy(class_logits, labels.repeat(math.prod(lead)), reduction="none").view(*lead, -1)
 

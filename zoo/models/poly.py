@@ -20,8 +20,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from .._logging import logger_writes_this_step
 from ._building import build_estimator, make_optimizer
+from ._logging import logger_writes_this_step
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
