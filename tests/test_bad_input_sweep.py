@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo import runs, train
+from zoo import runs, settings, train
 
 #: What a legal run may write under its output folder (its run folder's contents).
 RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
@@ -81,7 +81,7 @@ def yaml_values(default) -> list:
 
 
 def yaml_cases(folder: Path) -> Iterator[tuple[str, list[str]]]:
-    for key, default in train.DEFAULTS.as_dict().items():
+    for key, default in settings.DEFAULTS.as_dict().items():
         if key in ("resume", "output_dir", "data_dir", "model"):  # files, and the model: swept as flags
             continue
         for index, value in enumerate(yaml_values(default)):
