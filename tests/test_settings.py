@@ -44,7 +44,7 @@ def test_the_flag_the_yaml_check_and_the_docs_of_each_setting_are_its_declaratio
     if option is not None:
         action = ACTIONS[declaration.dest(name)]
         assert action.option_strings == [option]
-        if declaration.kind is settings.MAPPING:
+        if declaration.takes_pairs:
             assert action.help == f"{declaration.help} (repeatable)"
             assert isinstance(action, argparse._AppendAction) and action.metavar == "KEY=VALUE"
         else:

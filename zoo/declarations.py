@@ -145,12 +145,14 @@ class Declaration:
             return "--" + name.replace("_", "-")
         return self.flag or None
 
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether its flag adds ``KEY=VALUE`` pairs to a mapping, one at a time."""
+        return self.kind is MAPPING and self.flag is not False
+
     def dest(self, name: str) -> str:
         """Where argparse puts the flag's value: the setting's name, or ``model_args`` for ``--model-arg``'s pairs."""
-        option = self.option(name)
-        if self.kind is MAPPING and option is not None:
-            return option.removeprefix("--").replace("-", "_") + "s"
-        return name
+        return str(self.option(name)).removeprefix("--").replace("-", "_") + "s" if self.takes_pairs else name
 
     def label(self, name: str) -> str:
         """How an error names the setting: its YAML key and its flag."""

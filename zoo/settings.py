@@ -115,7 +115,8 @@ class Settings:
     checkpoint_every: int = setting(1000, SIZE, "also write last.ckpt every N steps, so a killed run loses at "
                                     "most N steps; 0: at epoch ends only", metavar="N")
     grad_quality_every: int = setting(0, SIZE, "log the estimator's cosine, bias and std against the true "
-                                      "gradient every N steps; 0: off. Its other options: grad_quality", metavar="N")
+                                      "gradient every N steps, as the grad_quality options say; 0: off",
+                                      metavar="N")
     grad_quality: dict[str, Any] = setting({}, MAPPING, "GradientQuality's other options, e.g. num_samples",
                                            flag=False)
     # Passed through as they are.
@@ -225,7 +226,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 def resolve(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
     """The run's settings from the flags given (``argparse``'s, unset ones absent) and the YAML file."""
     from_file = read_file(config_file) if config_file is not None else {}
-    pairs = {declaration.dest(name): name for name, declaration in FLAGS.items() if declaration.dest(name) != name}
+    pairs = {declaration.dest(name): name for name, declaration in FLAGS.items() if declaration.takes_pairs}
     explicit = {**from_file, **{key: value for key, value in flags.items() if key not in pairs}}
     for dest, name in pairs.items():
         added = key_values(flags.get(dest, []), DECLARED[name].option(name))
@@ -318,7 +319,7 @@ def reference() -> str:
 def entry(name: str, declaration: Declaration) -> str:
     """One setting in ``docs/settings.md``: how it is given, its help, its values and its default."""
     option = declaration.option(name)
-    ways = [f"`{option} KEY=VALUE`, repeatable" if declaration.kind is MAPPING else f"`{option}`"] if option else []
+    ways = [f"`{option} KEY=VALUE`, repeatable" if declaration.takes_pairs else f"`{option}`"] if option else []
     ways += [f"YAML `{name}:`"] if name in DECLARED else []
     facts = [declaration.kind.words]
     if declaration.path is not None:

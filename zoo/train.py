@@ -40,12 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "--tau 1.0 --data fashion-mnist",
                                      argument_default=argparse.SUPPRESS)
     for name, declaration in settings.FLAGS.items():
-        option, help = declaration.option(name), settings.flag_help(name)
-        if declaration.dest(name) != name:  # KEY=VALUE pairs added to a mapping
+        option, text = declaration.option(name), settings.flag_help(name)
+        if declaration.takes_pairs:
             parser.add_argument(option, action="append", metavar="KEY=VALUE", dest=declaration.dest(name),
-                                help=f"{help} (repeatable)")
+                                help=f"{text} (repeatable)")
         else:
-            parser.add_argument(option, help=help, type=declaration.kind.parse, choices=declaration.kind.choices,
+            parser.add_argument(option, help=text, type=declaration.kind.parse, choices=declaration.kind.choices,
                                 metavar=declaration.metavar)
     return parser
 
