@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo import runs, train
+from zoo import runs, settings, train
 
 #: What a legal run may write under its output folder (its run folder's contents).
 RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
@@ -27,8 +27,10 @@ QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_
 NUMBERS = ["", "-5", "0", "nan", "inf", "-inf", "1e999", "9" * 30, str(2**31 - 1), "three"]
 NAMES = ["", "bogus", "0", "-1"]
 KEY_VALUES = ["", "novalue", "=1", "unknown_key=1", "key=[unclosed"]
-FILE_FLAGS = {"config", "resume"}  # flags that name a file; --data-dir and --output-dir name folders
-FOLDER_FLAGS = {"data_dir", "output_dir"}
+#: Flags that name a file (--config, --resume) and those that name a folder (--data-dir, --output-dir).
+PATHS = {name: declaration.path for name, declaration in settings.FLAGS.items() if declaration.path is not None}
+FILE_FLAGS = {name for name, path in PATHS.items() if not path.is_folder}
+FOLDER_FLAGS = {name for name, path in PATHS.items() if path.is_folder}
 
 
 class Files:
@@ -81,7 +83,7 @@ def yaml_values(default) -> list:
 
 
 def yaml_cases(folder: Path) -> Iterator[tuple[str, list[str]]]:
-    for key, default in train.DEFAULTS.as_dict().items():
+    for key, default in settings.DEFAULTS.as_dict().items():
         if key in ("resume", "output_dir", "data_dir", "model"):  # files, and the model: swept as flags
             continue
         for index, value in enumerate(yaml_values(default)):

@@ -26,24 +26,10 @@ LAYERS = (
     ("callbacks", ("callbacks",)),
     ("app", ("zoo",)),  # zoo.build, zoo.train, zoo.settings, zoo.runs, zoo.pretrained, zoo.release, ...
 )
-REORGANISED = "zoo/train.py and zoo/settings.py: being reorganised"
 #: The function-level imports of project modules, ``file:module``, and why each is not at the top.
 ALLOWED = {
-    # Start-up: `import zoo` and `import zoo.runs` take 3 s on a 2-core machine, zoo.pretrained 9.5 s.
+    # Start-up: `import zoo` takes 3 s on a 2-core machine, zoo.pretrained 9.5 s.
     "zoo/__init__.py:zoo.pretrained": "`import zoo` gives the estimators without loading Lightning and the models",
-    "zoo/runs.py:zoo.pretrained": "zoo.runs, read before training starts, stays free of torch and Lightning",
-    "zoo/settings.py:zoo.pretrained": REORGANISED,
-    "zoo/settings.py:zoo.models": REORGANISED,
-    "zoo/settings.py:datamodules.families": REORGANISED,
-    "zoo/train.py:datamodules.families": REORGANISED,
-    "zoo/train.py:zoo.estimators": REORGANISED,
-    "zoo/train.py:zoo.models": REORGANISED,
-    "zoo/train.py:zoo.settings": REORGANISED,
-    "zoo/train.py:callbacks.nonfinite": REORGANISED,
-    "zoo/train.py:callbacks.preemption": REORGANISED,
-    "zoo/train.py:zoo.build": REORGANISED,
-    "zoo/train.py:zoo.runs": REORGANISED,
-    "zoo/train.py:zoo.pretrained": REORGANISED,
 }
 
 

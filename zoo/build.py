@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from datamodules.families import build_datamodule as build_family_datamodule
 from datamodules.families import data_facts
 
 from .models import model_card
+from .option_types import check_option_types
 from .settings import MODEL_SETTINGS, Settings
 
 
@@ -38,39 +37,13 @@ def build_model(settings: Settings) -> L.LightningModule:
         arguments["tau_end"] = settings.tau_end
     facts = data_facts(card.data_family, settings.data)
     arguments.update({name: facts[name] for name in card.from_data})  # e.g. the input channels follow the data
-    check_option_types(card.model_class, settings.model_options, settings.model)
+    check_option_types(card.model_class.__init__, settings.model_options,
+                       lambda key: f"model option {key!r} of {settings.model!r}")
     arguments.update(settings.model_options)
     try:
         return card.model_class(**arguments)
     except TypeError as error:
         raise ValueError(f"bad model option for {settings.model!r}: {error}") from error
-
-
-#: What a value of each simple annotated type must be, and its name in an error.
-SIMPLE_TYPES: dict[Any, tuple[Any, str]] = {
-    float: (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool), "a number"),
-    int: (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
-    bool: (lambda value: isinstance(value, bool), "true or false"),
-    str: (lambda value: isinstance(value, str), "a string"),
-    type(None): (lambda value: value is None, "null"),
-}
-
-
-def check_option_types(model_class: type, options: dict[str, Any], model_name: str) -> None:
-    """Refuse an option the constructor annotates with simple types but given another kind of value.
-
-    Such a value (``--model-arg arch_lr=fast``, a string) would otherwise pass the
-    constructor and crash later, in the optimizer, with a traceback.
-    """
-    hints = typing.get_type_hints(model_class.__init__)
-    for key, value in options.items():
-        hint = hints.get(key)
-        allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-        if hint is None or not all(kind in SIMPLE_TYPES for kind in allowed):
-            continue  # unannotated, or a container: the model checks it
-        if not any(SIMPLE_TYPES[kind][0](value) for kind in allowed):
-            expected = " or ".join(SIMPLE_TYPES[kind][1] for kind in allowed)
-            raise ValueError(f"model option {key!r} of {model_name!r} must be {expected}, got {value!r}.")
 
 
 def build_datamodule(settings: Settings) -> L.LightningDataModule:

@@ -14,16 +14,17 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import lightning
+import torch
 import yaml
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from callbacks.slurm import slurm_job_id
 
+from .pretrained import weights_mismatch
 from .settings import MODEL_SETTINGS, NAMES, Settings
-
-if TYPE_CHECKING:
-    import lightning as L
 
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
@@ -153,7 +154,6 @@ def launch_name(settings: dict[str, Any]) -> str | None:
     run again; an interactive one (job name ``bash`` or ``interactive``) is not taken
     for one.
     """
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         run_id = os.environ["TORCHELASTIC_RUN_ID"]
@@ -172,8 +172,6 @@ def launch_name(settings: dict[str, Any]) -> str | None:
 def save_config(settings: Settings, run: Path, command: list[str], processes: int = 1) -> None:
     """The resolved settings, the command as typed, the processes and global batch, and the library
     versions, beside the run's events."""
-    import lightning
-    import torch
 
     # A model setting still unset is one the model does not take (bvae has no categories): not recorded.
     taken = {key: value for key, value in settings.as_dict().items() if not (key in MODEL_SETTINGS and value is None)}
@@ -198,12 +196,9 @@ def load_failure(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def check_checkpoint(path: Path, model: L.LightningModule) -> None:
+def check_checkpoint(path: Path, model: lightning.LightningModule) -> None:
     """Refuse a checkpoint that does not load as tensors and plain values, or whose weights do not fit the
     ``model`` these settings build, before training and before the run's ``config.yaml`` is rewritten."""
-    import torch
-
-    from zoo.pretrained import weights_mismatch
 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)

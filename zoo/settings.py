@@ -1,28 +1,59 @@
-"""The settings of a training run: one documented object, and the one order they are resolved in.
+"""The settings of a training run: each declared once, and the one order they are resolved in.
 
 From lowest to highest priority:
 
-1. the defaults below (``None``: the model's own);
+1. the defaults below (none: the model's own);
 2. with ``--from-pretrained NAME``, the release's model, data and hyper-parameters;
 3. a YAML file given with ``--config`` (keys as the flags, ``-`` written ``_``);
 4. the command-line flags (``--model-arg``, ``--estimator-arg``, ``--trainer-arg``
    add to the file's ``model_options``, ``estimator_options`` and ``trainer``);
-5. for what is still unset, the model's card (its :class:`~zoo.models.Recipe`) and
-   its constructor's defaults, which are the paper's settings.
+5. for what is still unset, the model's card (its ``Recipe``) and its
+   constructor's defaults, which are the paper's settings.
+
+Every value is checked against its declaration whatever its source, before anything
+is built; the ``trainer`` mapping's against ``lightning.Trainer``'s own arguments.
+
+``python -m zoo.settings`` prints ``docs/settings.md``, the reference of every setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
-import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import yaml
+
+from datamodules.families import valid_data
+
+from .declarations import (
+    BUDGET,
+    COUNT,
+    DEVICES,
+    FOLDER_NAME,
+    MAPPING,
+    MODELS_OWN,
+    SEED,
+    SIZE,
+    STRING,
+    Declaration,
+    choice,
+    declarations,
+    default_text,
+    file,
+    folder,
+    help_text,
+    number,
+    setting,
+)
+from .models import model_card
+from .option_types import check_option_types
+from .pretrained import get_release
 
 
 @dataclass
@@ -30,132 +61,128 @@ class Settings:
     """Everything that defines a run, and where and how long it runs."""
 
     # What is trained.
-    model: str = "vae"
-    estimator: str | None = None  # the model's own (reinmax; sparsemixer for moe); none for nas-net
-    data: str | None = None  # the model's recipe: mnist for the VAEs
-    data_dir: str | None = None  # searched before any download
-    binarize: str | None = None  # none, dynamic or static: the images' pixels
-    val_size: int | None = None  # held-out training examples; 0 validates on the test split, as the paper
-    # The estimator's temperature, and an optional schedule from it to tau_end over tau_duration steps or epochs.
-    tau: float | None = None
-    tau_schedule: str = "constant"
-    tau_end: float | None = None
-    tau_duration: int | None = None
-    tau_interval: str = "step"
-    # Model settings with flags of their own; anything else goes through model_options.
-    categories: int | None = None
-    latents: int | None = None
-    pnorm: float | None = None
-    genotype: str | None = None
-    num_samples: int | None = None  # loss evaluations per example and step
-    optimizer: str | None = None
-    lr: float | None = None
-    # The training budget; batch_size is per process, so the global batch grows with the processes.
-    batch_size: int | None = None
-    gradient_clip_val: float | None = None
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    seed: int = 0
+    model: str = setting("vae", STRING, "the model to train")
+    estimator: str | None = setting(None, STRING, "the gradient estimator; none for a model without one",
+                                    default_text=MODELS_OWN)
+    data: str | None = setting(None, STRING, "the data set", group="recipe")
+    data_dir: str | None = setting(None, STRING, "the folder that holds the data set's files, searched before "
+                                   "downloading", path=folder("the folder that holds the data set's files"))
+    binarize: str | None = setting(None, choice("none", "dynamic", "static"), "the images' pixel binarization",
+                                   group="recipe")
+    val_size: int | None = setting(None, SIZE, "hold out this many training images for validation; 0 validates "
+                                   "on the test split", group="recipe")
+    # The model's settings with flags of their own; anything else goes through model_options.
+    categories: int | None = setting(None, COUNT, "classes per latent variable", group="model")
+    latents: int | None = setting(None, COUNT, "latent variables", group="model")
+    pnorm: float | None = setting(None, number(), "the exponent p of the polynomial toy's loss", group="model")
+    tau: float | None = setting(None, number(), "the estimator's temperature", group="model")
+    # A schedule of the temperature from tau to tau_end over tau_duration steps or epochs.
+    tau_schedule: str = setting("constant", choice("constant", "linear", "exponential"),
+                                "anneal tau from --tau to --tau-end")
+    tau_end: float | None = setting(None, number(), "the temperature a schedule ends at")
+    tau_duration: int | None = setting(None, COUNT, "the steps (or epochs) a schedule takes")
+    tau_interval: str = setting("step", choice("step", "epoch"), "schedule per step or per epoch")
+    num_samples: int | None = setting(None, COUNT, "loss evaluations per example and step", group="model")
+    optimizer: str | None = setting(None, choice("adam", "radam"), "the optimizer", group="model")
+    lr: float | None = setting(None, number(0), "the learning rate", group="model")
+    genotype: str | None = setting(None, STRING, "the NATS-Bench architecture string nas-net trains, e.g. "
+                                   "'|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
+                                   "nor_conv_3x3~1|nor_conv_3x3~2|'", group="model")
+    # The training budget.
+    batch_size: int | None = setting(None, COUNT, "examples per step and process: the global batch grows with "
+                                     "the processes", group="recipe")
+    gradient_clip_val: float | None = setting(None, number(0), "clip gradients to this norm", group="recipe")
+    max_epochs: int | None = setting(None, BUDGET, "epochs; -1 for no limit", group="recipe")
+    max_steps: int | None = setting(None, BUDGET, "optimizer steps; -1 for no limit", group="recipe")
+    seed: int = setting(0, SEED, "the random seed")
     # Where it runs.
-    devices: Any = "auto"
-    accelerator: str = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
+    devices: Any = setting("auto", DEVICES, "the devices to use, e.g. 1, 2, -1 for all, or indices 0,1")
+    accelerator: str = setting("auto", STRING, "cpu, gpu or auto")
+    strategy: str = setting("auto", STRING, "auto, ddp, ddp_spawn or another of Lightning's strategies")
+    precision: str = setting("32-true", STRING, "32-true, bf16-mixed, 16-mixed or another of Lightning's precisions")
     # Run folders, checkpoints and preemption.
-    output_dir: str = "runs"
-    resume: str | None = None  # "auto": the newest run of these settings, or a checkpoint path
-    run_name: str | None = None  # the run's folder name (default version_N), e.g. a job's own name
-    from_pretrained: str | None = None  # a release to start from (zoo.list_pretrained())
-    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop before the step, or skip the step
-    checkpoint_every: int = 1000  # steps between mid-epoch checkpoints; 0: epoch ends only
-    grad_quality_every: int = 0  # steps between gradient-quality measurements; 0: off
-    grad_quality: dict[str, Any] = field(default_factory=dict)  # GradientQuality's other options
+    output_dir: str = setting("runs", STRING, "the folder runs are written under",
+                              path=folder("the folder runs are written under"))
+    resume: str | None = setting(None, STRING, "'auto': continue the newest run of these settings, or start one "
+                                 "if there is none; or a checkpoint file to continue",
+                                 path=file("auto or a checkpoint file", "auto"))
+    run_name: str | None = setting(None, FOLDER_NAME, "name the run's folder, e.g. a job's own name",
+                                   default_text="version_N")
+    from_pretrained: str | None = setting(None, STRING, "fine-tune a released model (zoo.list_pretrained()): its "
+                                          "settings and data are the defaults, the flags change them, e.g. "
+                                          "--estimator st", metavar="NAME")
+    on_nonfinite: str = setting("stop", choice("stop", "skip"), "a NaN or infinite loss or gradient stops "
+                                "training before the step, or skips the step")
+    checkpoint_every: int = setting(1000, SIZE, "also write last.ckpt every N steps, so a killed run loses at "
+                                    "most N steps; 0: at epoch ends only", metavar="N")
+    grad_quality_every: int = setting(0, SIZE, "log the estimator's cosine, bias and std against the true "
+                                      "gradient every N steps, as the grad_quality options say; 0: off",
+                                      metavar="N")
+    grad_quality: dict[str, Any] = setting({}, MAPPING, "GradientQuality's other options, e.g. num_samples",
+                                           flag=False)
     # Passed through as they are.
-    model_options: dict[str, Any] = field(default_factory=dict)
-    estimator_options: dict[str, Any] = field(default_factory=dict)
-    trainer: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = setting({}, MAPPING, "any other model option", flag="--model-arg")
+    estimator_options: dict[str, Any] = setting({}, MAPPING, "any other estimator option", flag="--estimator-arg")
+    trainer: dict[str, Any] = setting({}, MAPPING, "any other lightning.Trainer argument", flag="--trainer-arg")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-NAMES = tuple(field.name for field in dataclasses.fields(Settings))
+#: Each setting's declaration, in order.
+DECLARED = declarations(Settings)
+NAMES = tuple(DECLARED)
 #: Settings a model takes as constructor arguments (with its default where unset).
-MODEL_SETTINGS = ("categories", "latents", "pnorm", "tau", "num_samples", "optimizer", "lr", "genotype")
+MODEL_SETTINGS = tuple(name for name, declaration in DECLARED.items() if declaration.group == "model")
 #: Settings the model's recipe gives where unset.
-RECIPE_SETTINGS = ("data", "binarize", "val_size", "batch_size", "gradient_clip_val", "max_epochs", "max_steps")
-#: The largest size a torch dimension holds; larger ones overflow before anything is allocated.
-MAX_SIZE = 2**31 - 1
-
-
-def _integer(low: int, high: int = MAX_SIZE) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _number(low: float = -math.inf) -> Callable[[Any], bool]:
-    return (lambda value: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and value >= low)
-
-
-def _devices(value: Any) -> bool:
-    """``auto``, a count (-1: all), or device indices (``0,1`` or a list)."""
-    if isinstance(value, list):
-        return bool(value) and all(_integer(0)(index) for index in value)
-    text = str(value).strip()
-    if text in ("auto", "-1"):
-        return True
-    if "," in text:
-        return all(part.strip().isdigit() for part in text.split(","))
-    return text.isdigit() and int(text) >= 1
-
-
-FLOAT_SETTINGS = ("tau", "tau_end", "pnorm", "lr", "gradient_clip_val")
-_IS_STRING = (lambda value: isinstance(value, str) and value != "", "a non-empty string")
-_IS_MAPPING = (lambda value: isinstance(value, dict), "a mapping of KEY: VALUE")
-#: What each setting may be, from a flag or the YAML file (``None``: unset, where the default is unset).
-#: The flags' own types check the same on the command line; the YAML file has none.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys(("batch_size", "categories", "latents", "num_samples", "tau_duration"),
-                    (_integer(1), f"an integer from 1 to {MAX_SIZE}")),
-    **dict.fromkeys(("val_size", "checkpoint_every", "grad_quality_every"),
-                    (_integer(0), f"an integer from 0 to {MAX_SIZE}")),
-    **dict.fromkeys(("max_epochs", "max_steps"), (_integer(-1, 2**63 - 1), "an integer >= -1 (-1: no limit)")),
-    "seed": (_integer(0, 2**32 - 1), "an integer from 0 to 4294967295"),
-    "lr": (_number(0), "a finite number >= 0"),  # 0 trains nothing, as a check of the rest may want
-    **dict.fromkeys(("tau", "tau_end", "pnorm"), (_number(), "a finite number")),
-    "gradient_clip_val": (_number(0), "a finite number >= 0"),
-    "devices": (_devices, "auto, a positive number of devices, -1 for all, or device indices such as 0,1"),
-    **dict.fromkeys(("model", "estimator", "data", "data_dir", "output_dir", "resume", "run_name",
-                     "from_pretrained", "genotype", "precision", "accelerator", "strategy"), _IS_STRING),
-    **dict.fromkeys(("model_options", "estimator_options", "trainer", "grad_quality"), _IS_MAPPING),
-}
-#: The settings with a fixed set of values, as the flags' ``choices``.
-CHOICES = {"binarize": ("none", "dynamic", "static"), "tau_schedule": ("constant", "linear", "exponential"),
-           "tau_interval": ("step", "epoch"), "optimizer": ("adam", "radam"), "on_nonfinite": ("stop", "skip")}
+RECIPE_SETTINGS = tuple(name for name, declaration in DECLARED.items() if declaration.group == "recipe")
 #: The settings when nothing is given (None: the model's own).
 DEFAULTS = Settings()
+#: The file the settings may come from: a flag, not a setting of its own.
+CONFIG = Declaration(dataclasses.replace(STRING, parse=Path), "a YAML file of settings (flags override it)",
+                     metavar="FILE", path=file("a YAML file of settings"))
+#: Every flag's declaration by its setting's name: the file, then the settings that have one.
+FLAGS = {"config": CONFIG, **{name: declaration for name, declaration in DECLARED.items() if declaration.option(name)}}
+
+
+def flag_help(name: str) -> str:
+    """A flag's help: its declared text and its default."""
+    return help_text(FLAGS[name], getattr(DEFAULTS, name, None))
 
 
 def check(values: dict[str, Any]) -> None:
-    """Refuse a setting of the wrong type or range, naming it, before anything is built."""
+    """Refuse a setting of the wrong type, range or kind of path, naming it, before anything is built."""
     for key, value in values.items():
-        if value is None and getattr(DEFAULTS, key, None) is None:
+        declaration = DECLARED.get(key)
+        if declaration is None or (value is None and getattr(DEFAULTS, key) is None):
             continue
-        if key in CHOICES:
-            valid = (lambda value, key=key: isinstance(value, str) and value in CHOICES[key],
-                     f"one of {', '.join(CHOICES[key])}")
-        elif key in RULES:
-            valid = RULES[key]
-        else:
-            continue
-        if not valid[0](value):
-            raise ValueError(f"setting {key} (--{key.replace('_', '-')}): must be {valid[1]}, got {value!r}.")
-        if key in FLOAT_SETTINGS:
-            values[key] = float(value)  # a YAML integer as large as 10**30 would overflow torch's int64
+        if not declaration.kind.test(value):
+            raise ValueError(f"{declaration.label(key)}: must be {declaration.kind.words}, got {value!r}.")
+        wrong_path = declaration.path and declaration.path.refusal(value)
+        if wrong_path:
+            raise ValueError(f"{declaration.label(key)}: {wrong_path}.")
+        if declaration.kind.normalize is not None:
+            values[key] = declaration.kind.normalize(value)
+    check_trainer(values.get("trainer") or {})
+
+
+def check_trainer(arguments: dict[str, Any]) -> None:
+    """Refuse an argument ``lightning.Trainer`` does not take, or a value of another type than it annotates,
+    before anything is built: Lightning would take some and fail inside the fit loop."""
+    accepted = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+    for key in arguments:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else f"its arguments: {', '.join(accepted)}."
+            raise ValueError(f"bad trainer setting {key!r}: lightning.Trainer has no such argument; {fix}")
+    check_option_types(L.Trainer.__init__, arguments, lambda key: f"trainer setting {key!r}")
 
 
 def read_file(path: Path) -> dict[str, Any]:
     """The settings of a YAML file, checked by name, type and range."""
+    wrong_path = CONFIG.path.refusal(str(path))
+    if wrong_path:
+        raise ValueError(f"--config {wrong_path}.")
     try:
         values = read_yaml(path.read_text()) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -200,12 +227,12 @@ def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 def resolve(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
     """The run's settings from the flags given (``argparse``'s, unset ones absent) and the YAML file."""
     from_file = read_file(config_file) if config_file is not None else {}
-    explicit = {**from_file, **{key: value for key, value in flags.items() if not key.endswith("_args")}}
-    for target, section in (("model", "model_options"), ("estimator", "estimator_options"),
-                            ("trainer", "trainer")):
-        added = key_values(flags.get(f"{target}_args", []), f"--{target}-arg")
+    pairs = {declaration.dest(name): name for name, declaration in FLAGS.items() if declaration.takes_pairs}
+    explicit = {**from_file, **{key: value for key, value in flags.items() if key not in pairs}}
+    for dest, name in pairs.items():
+        added = key_values(flags.get(dest, []), DECLARED[name].option(name))
         if added:
-            explicit[section] = {**from_file.get(section, {}), **added}
+            explicit[name] = {**from_file.get(name, {}), **added}
     check(explicit)
     settings = Settings(**explicit)
     if settings.from_pretrained:
@@ -216,8 +243,6 @@ def resolve(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
 
 def start_from_release(settings: Settings, explicit: dict[str, Any]) -> None:
     """Make a release's model, data and hyper-parameters the settings that were not given."""
-    from zoo.pretrained import get_release
-
     if settings.resume not in (None, "auto"):
         raise ValueError("--from-pretrained starts a new run from released weights; --resume PATH continues a "
                          "run. Pass one of them (--resume auto may go with it).")
@@ -249,8 +274,6 @@ def start_from_release(settings: Settings, explicit: dict[str, Any]) -> None:
 
 def fill_from_model(settings: Settings, explicit: dict[str, Any]) -> None:
     """The model's card and constructor give what is unset; settings the model lacks are refused."""
-    from zoo.models import model_card
-
     card = model_card(settings.model)
     accepted = card.arguments
     if not card.takes_estimator:
@@ -277,9 +300,36 @@ def fill_from_model(settings: Settings, explicit: dict[str, Any]) -> None:
     if "tau_end" in accepted and settings.tau_schedule != "constant":
         raise ValueError(f"model {settings.model!r} anneals tau itself, linearly over the epochs from --tau to "
                          "--tau-end; drop --tau-schedule.")
-    from datamodules.families import valid_data
-
     valid = valid_data(card.data_family)
     if settings.data not in valid:
         raise ValueError(f"unknown data {settings.data!r} for model {settings.model!r}; "
                          f"valid choices: {', '.join(valid)}.")
+
+
+def reference() -> str:
+    """``docs/settings.md``: every setting as declared, with its flag, its values and its default."""
+    order = "\n\n".join(__doc__.split("\n\n")[1:4]).replace("``", "`")  # this module's: the order, the checks
+    lines = ["# Settings", "",
+             "<!-- Generated by `python -m zoo.settings > docs/settings.md` from the declarations in "
+             "zoo/settings.py: edit those, not this file. -->", "",
+             "Each setting is a flag of `train.py` and a key of the `--config` YAML file. " + order, ""]
+    lines += [f"- {entry(name, declaration)}" for name, declaration in {"config": CONFIG, **DECLARED}.items()]
+    return "\n".join(lines) + "\n"
+
+
+def entry(name: str, declaration: Declaration) -> str:
+    """One setting in ``docs/settings.md``: how it is given, its help, its values and its default."""
+    option = declaration.option(name)
+    ways = [f"`{option} KEY=VALUE`, repeatable" if declaration.takes_pairs else f"`{option}`"] if option else []
+    ways += [f"YAML `{name}:`"] if name in DECLARED else []
+    facts = [declaration.kind.words]
+    if declaration.path is not None:
+        facts.append(f"names a {'folder' if declaration.path.is_folder else 'file'}")
+    shown = default_text(declaration, getattr(DEFAULTS, name, None))
+    facts += [f"default: {shown}"] if shown is not None else []
+    text = "; ".join(facts)
+    return f"**`{name}`** ({', '.join(ways)}): {declaration.help}. {text[0].upper()}{text[1:]}."
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
