@@ -6,27 +6,20 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from zoo.estimators import estimator_entry
 from zoo.models import BernoulliVAE, CategoricalVAE
 
 INPUT_SIZE = 784
 
-# The smallest setting each estimator accepts: DisARM and RODEO need binary latents,
-# exact enumeration a small code space, score-function estimators two samples.
-SETTINGS = {
-    "disarm": dict(categories=2, latents=4, num_samples=2),
-    "rodeo": dict(categories=2, latents=4, num_samples=3),
-    "exact": dict(categories=3, latents=2),
-    "reinforce": dict(categories=4, latents=3, num_samples=3),
-}
 VAES = {"vae": CategoricalVAE, "bvae": BernoulliVAE}
 
 
 def small_vae(estimator: str, model: str = "vae", **overrides) -> CategoricalVAE | BernoulliVAE:
-    settings = dict(categories=4, latents=3, hidden_sizes=(16, 8), estimator=estimator)
-    settings.update(SETTINGS.get(estimator, {}))
-    if model == "bvae":
-        settings.pop("categories")
-        settings.setdefault("num_samples", 1)
+    """A VAE of a few small latents, at the smallest setting ``estimator`` declares it accepts."""
+    declared = estimator_entry(estimator).estimator_class
+    settings = dict(latents=3, hidden_sizes=(16, 8), estimator=estimator, num_samples=declared.min_num_samples)
+    if model == "vae":
+        settings["categories"] = 2 if declared.binary_only else 4
     settings.update(overrides)
     return VAES[model](**settings)
 

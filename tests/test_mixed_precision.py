@@ -40,8 +40,13 @@ class Keep(L.Callback):
 def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precision, data, tmp_path):
     if model == "listops" and precision == "16-mixed":
         pytest.skip("no float16 LSTM on the CPU; see the test of ListOps' float16 scores")
-    arguments = [*small_run(model, data, batch_size=8), "--accelerator", "cpu", "--devices", "1",
-                 "--max-steps", str(STEPS), "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1",
+    check_mixed_precision(small_run(model, data, batch_size=8), precision, tmp_path)
+
+
+def check_mixed_precision(model_arguments: list[str], precision: str, tmp_path: Path) -> None:
+    """``STEPS`` steps in ``precision`` (16-mixed: float16 with a loss scaler) end with finite weights and loss."""
+    arguments = [*model_arguments, "--accelerator", "cpu", "--devices", "1", "--max-steps", str(STEPS),
+                 "--output-dir", str(tmp_path), "--trainer-arg", "limit_val_batches=1",
                  "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12) if precision == "16-mixed" else None
     plugins = [MixedPrecision("16-mixed", "cpu", scaler)] if scaler is not None else []

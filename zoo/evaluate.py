@@ -20,17 +20,21 @@ from .pretrained import PretrainedError, Release, get_release, load_pretrained
 #: The seed of every measurement: a model that samples in its test step (the VAEs) then
 #: gives the same number on the same machine.
 EVALUATION_SEED = 0
+#: The test batches of a release's quick check, recorded beside its metrics: seconds, not minutes, to re-measure.
+FIRST_BATCHES = 2
 
 
-def measure(release: Release, model: L.LightningModule, data_dir: str | None = None) -> dict[str, float]:
-    """The release's metrics for ``model``: Lightning's test loop on the manifest's data, seeded."""
+def measure(release: Release, model: L.LightningModule, data_dir: str | None = None,
+            batches: int | None = None) -> dict[str, float]:
+    """The release's metrics for ``model``: Lightning's test loop on the manifest's data, seeded; on its first
+    ``batches`` test batches only, if given."""
     data = release.data
     datamodule = build_datamodule(model_card(release.model).data_family, data["name"], data_dir=data_dir,
                                   batch_size=data.get("batch_size", 100), binarize=data.get("binarize", "none"),
                                   val_size=data.get("val_size", 0))
     L.seed_everything(EVALUATION_SEED, verbose=False)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+                        enable_progress_bar=False, enable_model_summary=False, limit_test_batches=batches)
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     missing = [metric for metric in release.metrics if metric not in results]
     if missing:

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 import yaml
 
-from .evaluate import EVALUATION_SEED, measure
+from .evaluate import EVALUATION_SEED, FIRST_BATCHES, measure
 from .models import get_model_class, model_card
 from .models._heat_map import save_png
 from .pretrained import MANIFEST, Release, load_weights, read_weights, sha256_of
@@ -132,6 +132,7 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
     draft = Release(name, {**entry, "metrics": {metric: {}}})
     try:
         value = measure(draft, stored_model.eval(), data_dir)[metric]
+        quick = measure(draft, stored_model, data_dir, batches=FIRST_BATCHES)[metric]
     except BaseException:
         partial.unlink()
         raise
@@ -139,6 +140,7 @@ def release(run: Path, name: str, tolerance: float, dtype: str = "float16", note
         "value": round(value, 6), "tolerance": tolerance,
         "how": f"Lightning's test loop on the {config['data']} test split with the {dtype} weights, seed "
                f"{EVALUATION_SEED} (python -m zoo.evaluate {name})",
+        "first_batches": {"batches": FIRST_BATCHES, "value": round(quick, 6)},
     }}
     os.replace(partial, path)
     if hasattr(stored_model, "release_figure"):

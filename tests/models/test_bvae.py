@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.estimators import estimator_entry
 from zoo.models import BernoulliVAE, model_card
 
-from ..small_models import SETTINGS, images
+from ..small_models import images
 
 
 def test_defaults_are_the_papers_reinmax_row():
@@ -70,7 +71,7 @@ def count_decoder_rows(model: BernoulliVAE) -> list[int]:
 @pytest.mark.parametrize("estimator", sorted(set(model_card("bvae").valid_estimators()) - {"exact"}))
 @pytest.mark.parametrize("num_samples", [2, 4])
 def test_num_samples_is_the_number_of_decoder_evaluations_per_example(estimator, num_samples):
-    minimum = SETTINGS.get(estimator, {}).get("num_samples", 1)
+    minimum = estimator_entry(estimator).estimator_class.min_num_samples
     num_samples = max(num_samples, minimum + minimum % 2) if estimator == "disarm" else num_samples
     model = BernoulliVAE(latents=4, hidden_sizes=(8,), estimator=estimator, num_samples=num_samples)
     rows = count_decoder_rows(model)

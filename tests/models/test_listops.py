@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -16,11 +14,11 @@ from datamodules.listops.batches import BucketedBatches, encode
 from datamodules.listops.expressions import OPERATORS, model_tokens, to_text, value
 from datamodules.listops.files import Example, write_lines
 from datamodules.listops.generator import random_expression
+from zoo import parse, runs, train
 from zoo.estimators import list_estimators
 from zoo.models import ListOpsParser
 
 PATHWISE = list_estimators("pathwise")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_examples(count: int, seed: int = 0, max_tokens: int = 40) -> list[Example]:
@@ -170,26 +168,24 @@ def test_a_small_parser_learns_depth_one_expressions():
     assert float(trainer.callback_metrics["val/accuracy"]) > 0.45
 
 
-def run_module(module: str, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *arguments], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-
-
-def test_train_py_trains_the_parser_and_zoo_parse_reads_its_checkpoint(small_data, tmp_path):
-    result = subprocess.run([sys.executable, "train.py", "--model", "listops", "--data-dir", str(small_data),
-                             "--output-dir", str(tmp_path), "--max-epochs", "1", "--accelerator", "cpu",
-                             "--devices", "1", "--model-arg", "hidden_size=16"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+def test_train_py_trains_the_parser_and_zoo_parse_reads_its_checkpoint(small_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)  # main() sets it; restored afterwards
+    assert train.main(["--model", "listops", "--data-dir", str(small_data), "--output-dir", str(tmp_path),
+                       "--max-epochs", "1", "--accelerator", "cpu", "--devices", "1",
+                       "--model-arg", "hidden_size=16"]) == 0
     run = tmp_path / "listops-listops-reinmax" / "version_0"
     checkpoint = run / "checkpoints" / "last.ckpt"
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["global_step"] == 3  # 48 examples in batches of the recipe's 16
     assert saved["hyper_parameters"]["tau"] == 1.1
-    shown = run_module("zoo.parse", "[MAX 2 9 [MIN 4 7 ] 0 ]", "--checkpoint", str(checkpoint))
-    assert shown.returncode == 0, shown.stderr
-    assert "true value: 9" in shown.stdout and "tree:" in shown.stdout
-    malformed = run_module("zoo.parse", "[MAX 2 9", "--checkpoint", str(checkpoint))
-    assert malformed.returncode == 2 and "malformed expression: 1 operator(s) not closed by ']'" in malformed.stderr
-    not_a_checkpoint = run_module("zoo.parse", "[MAX 2 9 ]", "--checkpoint", str(small_data / "train.tsv"))
-    assert not_a_checkpoint.returncode == 2 and "is not a ListOps parser checkpoint" in not_a_checkpoint.stderr
+    capsys.readouterr()
+    assert parse.main(["[MAX 2 9 [MIN 4 7 ] 0 ]", "--checkpoint", str(checkpoint)]) == 0
+    shown = capsys.readouterr().out
+    assert "true value: 9" in shown and "tree:" in shown
+    for expression, path, message in [
+        ("[MAX 2 9", checkpoint, "malformed expression: 1 operator(s) not closed by ']'"),
+        ("[MAX 2 9 ]", small_data / "train.tsv", "is not a ListOps parser checkpoint"),
+    ]:
+        with pytest.raises(SystemExit) as refused:
+            parse.main([expression, "--checkpoint", str(path)])
+        assert refused.value.code == 2 and message in capsys.readouterr().err

@@ -35,7 +35,8 @@ FAMILIES = ("pathwise", "score-function", "router")
 class Estimator(nn.Module):
     """A gradient estimator for categorical variables with logits ``(..., C)``."""
 
-    #: The registry name; a class that serves several entries makes it a property.
+    #: The registry name, set by :func:`register_estimator`; a class that serves several entries makes it a
+    #: property of its options.
     name: str = ""
     #: Its family, one of ``FAMILIES``: how a model calls it.
     family: ClassVar[str] = ""

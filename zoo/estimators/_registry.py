@@ -69,6 +69,12 @@ def register_estimator(name: str, *, summary: str, **fixed: Any) -> Callable[[Es
         if estimator_class.family not in FAMILIES:
             raise ValueError(f"estimator {name!r}: family {estimator_class.family!r} is not one of "
                              f"{', '.join(FAMILIES)}; derive from PathwiseEstimator, ScoreFunctionEstimator or Router.")
+        if not isinstance(inspect.getattr_static(estimator_class, "name"), property):
+            if "name" in vars(estimator_class):
+                raise ValueError(f"estimator {name!r}: {estimator_class.__name__} is registered already as "
+                                 f"{estimator_class.name!r}; a class with several entries names them by a name "
+                                 "property of its options.")
+            estimator_class.name = name
         _REGISTRY[name] = EstimatorEntry(name, estimator_class, summary, dict(fixed))
         return estimator_class
 

@@ -23,8 +23,6 @@ from .score_function import per_example_log_prob
 class Exact(ScoreFunctionEstimator):
     """``Σ_z p(z) f(z)`` over all configurations ``z``; its gradient is exact."""
 
-    name = "exact"
-
     def check_num_samples(self, num_samples: int | None) -> None:
         """Enumeration draws no samples, so any ``num_samples`` is accepted and ignored."""
 

@@ -35,8 +35,6 @@ from ._registry import register_estimator
 class GumbelSoftmaxST(PathwiseEstimator):
     """STGS: ``D = onehot(argmax(θ + G))``, ``∇θ ≈ (1/τ)·J(softmax((θ+G)/τ))·g``."""
 
-    name = "stgs"
-
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
         perturbed = logits - standard_exponential(logits.shape, logits).log_()
@@ -105,7 +103,6 @@ class GumbelRaoMonteCarlo(PathwiseEstimator):
     picks chunks of about 4M elements; ``chunk_size=K`` is the materialised form.
     """
 
-    name = "grmck"
     _CHUNK_ELEMENTS = 1 << 22
 
     def __init__(

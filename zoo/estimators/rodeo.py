@@ -119,7 +119,6 @@ class RODEO(ScoreFunctionEstimator):
     ordered pairs of samples of each example, so the cost grows as ``K²``.
     """
 
-    name = "rodeo"
     binary_only = True
 
     def __init__(self, *, hidden_size: int = 100, validate_args: bool = True) -> None:

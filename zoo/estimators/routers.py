@@ -91,8 +91,6 @@ class Router(Estimator):
 class SwitchGate(Router):
     """The Switch Transformer's gate: the usual MoE training, whose router never learns from other experts."""
 
-    name = "switch"
-
     def forward(self, logits: Tensor) -> Routing:
         logits = full_precision(logits)
         if self.training and self.jitter:
@@ -116,7 +114,6 @@ class SparseMixer(Router):
     likely expert with the gate ``π̃_D`` and no coin.
     """
 
-    name = "sparsemixer"
     #: Per version: the probability of the full step for a token not at the most likely
     #: expert, the coin's other value, and the factor on the gradient reaching the gate.
     RULES: ClassVar[dict[int, tuple[float, float, float]]] = {1: (0.5, 0.5, 2.0), 2: (0.25, 1 / 3, 1.0)}
@@ -170,8 +167,6 @@ def masked_by_jitter(logits: Tensor, jitter: float) -> Tensor:
 @register_estimator("soft", summary="the dense mixture Σ_j π_j·f_j: every expert runs; a reference, not sparse")
 class SoftMixture(Router):
     """Every expert's output weighted by ``π = softmax(s)``: differentiable exactly, at E times the compute."""
-
-    name = "soft"
 
     def __init__(self, *, validate_args: bool = True) -> None:
         super().__init__(jitter=0.0, validate_args=validate_args)

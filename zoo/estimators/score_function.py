@@ -62,8 +62,6 @@ def logit_gap_surrogate(grad_gap: Tensor, logit_gap: Tensor, num_examples: int) 
 class ReinforceLeaveOneOut(ScoreFunctionEstimator):
     """RLOO: ``(1/K) Σ_k [f(b_k) − mean_{j≠k} f(b_j)] ∇θ log p(b_k)``, K ≥ 2."""
 
-    name = "reinforce"
-
     def objective(self, logits: Tensor, f: LossFn, num_samples: int = 2) -> Tensor:
         self.check_num_samples(num_samples)
         log_probs = torch.log_softmax(full_precision(logits), dim=-1)
@@ -91,7 +89,6 @@ class DisARM(ScoreFunctionEstimator):
     ``½ (f(b) − f(b̃)) (−1)^{b̃} 1[b ≠ b̃] σ(|η|)``, averaged over K/2 pairs.
     """
 
-    name = "disarm"
     binary_only = True
     min_num_samples_reason = " (one antithetic pair)"
 

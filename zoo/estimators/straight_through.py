@@ -21,8 +21,6 @@ from ._registry import register_estimator
 class StraightThrough(PathwiseEstimator):
     """ST: ``∇θ ≈ (1/τ)·J(π_τ)·g``; unbiased for linear losses at τ = 1."""
 
-    name = "st"
-
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
         sample, _ = sample_categorical(probs)
@@ -43,7 +41,6 @@ class ReinMax(PathwiseEstimator):
     whose entries already sum to zero, so that step is left out.
     """
 
-    name = "reinmax"
     min_tau = 1.0
     tau_inclusive = True
 
