@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.runs import write_images
-
 OFFLINE = Path(__file__).resolve().parent / "offline"
 #: Where programs keep caches and settings, besides ``HOME``: each is pointed inside the temporary home.
 REDIRECTED = {
@@ -51,7 +49,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_home, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_run_version():
+    """train.main() hands its run's version on to the processes it starts through the environment: a test that
+    calls it in-process must not leave it to the next test's runs (nor to the processes those start)."""
+    from zoo.runs import RUN_VERSION_VARIABLE  # here, not at the top: the project loads after the home moves
+
+    os.environ.pop(RUN_VERSION_VARIABLE, None)
+    yield
+    os.environ.pop(RUN_VERSION_VARIABLE, None)
+
+
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory) -> Path:
     """A tiny MNIST-format folder for train.py runs: 60 training and 20 test images, with labels."""
+    from tests.runs import write_images
+
     return write_images(tmp_path_factory.mktemp("tiny-mnist"), 60, 20, compressed=True)

@@ -35,12 +35,6 @@ def data_dir(tiny_mnist) -> Path:
     return tiny_mnist
 
 
-@pytest.fixture(autouse=True)
-def no_run_version(monkeypatch):
-    """main() hands its run version on to DDP workers through the environment: none before a test or after."""
-    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)
-
-
 def train(*arguments: str) -> subprocess.CompletedProcess:
     """``python train.py ARGUMENTS`` in this process: its exit status and what it printed."""
     os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a new run each call, as a new process would be
