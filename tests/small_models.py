@@ -18,7 +18,7 @@ def small_vae(estimator: str, model: str = "vae", **overrides) -> CategoricalVAE
     """A VAE of a few small latents, at the smallest setting ``estimator`` declares it accepts."""
     declared = estimator_entry(estimator).estimator_class
     settings = dict(latents=3, hidden_sizes=(16, 8), estimator=estimator, num_samples=declared.min_num_samples)
-    if model == "vae":
+    if "categories" in VAES[model].card.arguments:  # the Bernoulli VAE's are binary
         settings["categories"] = 2 if declared.binary_only else 4
     settings.update(overrides)
     return VAES[model](**settings)

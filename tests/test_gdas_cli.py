@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,8 +24,15 @@ GENOTYPE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor
 
 
 def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGUMENTS`` as a process of its own: the search's retraining hint is Lightning's log."""
     return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def train_here(*arguments: str) -> None:
+    """train.py in this process, for the runs whose output the tests do not read."""
+    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a new run each time, as a new process would be
+    assert train_py.main(list(arguments)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +71,8 @@ def test_a_search_runs_logs_its_genotype_and_alpha_and_checkpoints_alpha(search)
 
 
 def test_a_genotype_retrains_through_train_py(tmp_path):
-    result = train("--model", "nas-net", "--genotype", GENOTYPE, *TINY, "--devices", "1", "--max-steps", "2",
-                   "--trainer-arg", "limit_val_batches=1", "--output-dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
+    train_here("--model", "nas-net", "--genotype", GENOTYPE, *TINY, "--devices", "1", "--max-steps", "2",
+               "--trainer-arg", "limit_val_batches=1", "--output-dir", str(tmp_path))
     saved = torch.load(tmp_path / "nas-net-synthetic" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["hyper_parameters"]["genotype"] == GENOTYPE and saved["global_step"] == 2
 
@@ -79,9 +86,8 @@ def test_a_retrained_genotype_is_released_with_the_search_that_found_it(search, 
     manifest = tmp_path / "checkpoints" / "manifest.json"
     manifest.parent.mkdir()
     for genotype in (found, GENOTYPE if found != GENOTYPE else GENOTYPE.replace("skip_connect~0", "none~0")):
-        result = train("--model", "nas-net", "--genotype", genotype, *TINY, "--devices", "1", "--max-steps", "1",
-                       "--trainer-arg", "limit_val_batches=1", "--output-dir", str(tmp_path / "runs"))
-        assert result.returncode == 0, result.stderr
+        train_here("--model", "nas-net", "--genotype", genotype, *TINY, "--devices", "1", "--max-steps", "1",
+                   "--trainer-arg", "limit_val_batches=1", "--output-dir", str(tmp_path / "runs"))
     retrained, other = (tmp_path / "runs" / "nas-net-synthetic" / f"version_{i}" for i in (0, 1))
 
     entry = release(retrained, "tiny-nas-net", tolerance=1.0, manifest=manifest, found_by=run)

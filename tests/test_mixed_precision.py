@@ -2,7 +2,8 @@
 
 On a CPU Lightning turns ``16-mixed`` into ``bf16-mixed``; the float16 path with its
 loss scaler is what ``MixedPrecision("16-mixed", "cpu", GradScaler("cpu"))`` gives.
-oneDNN has no float16 LSTM, so ListOps' float16 path is checked on its scores.
+oneDNN has no float16 LSTM, so a model with one (ListOps) is skipped there, and ListOps'
+float16 path is checked on its scores.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ class Keep(L.Callback):
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_trains_in_mixed_precision_with_a_finite_loss(model, precision, data, tmp_path):
-    if model == "listops" and precision == "16-mixed":
-        pytest.skip("no float16 LSTM on the CPU; see the test of ListOps' float16 scores")
     check_mixed_precision(small_run(model, data, batch_size=8), precision, tmp_path)
 
 
@@ -51,7 +50,12 @@ def check_mixed_precision(model_arguments: list[str], precision: str, tmp_path: 
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12) if precision == "16-mixed" else None
     plugins = [MixedPrecision("16-mixed", "cpu", scaler)] if scaler is not None else []
     kept = Keep()
-    assert train.main([*arguments, "--precision", precision], callbacks=[kept], plugins=plugins) == 0
+    try:
+        assert train.main([*arguments, "--precision", precision], callbacks=[kept], plugins=plugins) == 0
+    except RuntimeError as error:
+        if scaler is None or "LSTM forward propagation primitive" not in str(error):
+            raise
+        pytest.skip("oneDNN has no float16 LSTM on the CPU; see the test of ListOps' float16 scores")
     trainer, module = kept.trainer, kept.module
     guard = next(callback for callback in trainer.callbacks if isinstance(callback, NonFiniteGuard))
     assert trainer.global_step == STEPS

@@ -7,7 +7,6 @@ import itertools
 import os
 import pickle
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -142,12 +141,10 @@ def test_the_table_row_follows_the_column_titles():
 
 
 @needs_fixture
-def test_the_command_line_prints_the_index_and_the_row():
+def test_the_command_line_prints_the_index_and_the_row(capsys):
     pytest.importorskip("nats_bench")
-    result = subprocess.run([sys.executable, "-m", "zoo.models.nats.benchmark", RECORDED[284],
-                             "--benchmark-dir", FIXTURE], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    assert main([RECORDED[284], "--benchmark-dir", FIXTURE]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"NATS-Bench index 284: {RECORDED[284]}"
     assert lines[1] == "| " + " | ".join(COLUMNS) + " |"
     assert lines[-1] == lookup(RECORDED[284], FIXTURE).table_row()
