@@ -61,3 +61,19 @@ def test_every_model_takes_a_step_with_every_estimator_or_refuses_it_by_name(mod
         train.main(arguments)
     assert stopped.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+BINARY_ONLY = [name for name in list_estimators() if estimator_entry(name).estimator_class.binary_only]
+WITH_CATEGORIES = [model for model in list_models() if "categories" in model_card(model).arguments]
+
+
+@pytest.mark.parametrize("estimator", BINARY_ONLY)
+@pytest.mark.parametrize("model", WITH_CATEGORIES)
+def test_a_binary_only_estimator_is_refused_by_name_for_more_classes(model, estimator, data, tmp_path, capsys):
+    arguments = [*small_run(model, data), "--estimator", estimator, "--categories", "4",
+                 "--num-samples", str(estimator_entry(estimator).estimator_class.min_num_samples),
+                 "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices", "1", "--max-steps", "1"]
+    with pytest.raises(SystemExit) as stopped:
+        train.main(arguments)
+    assert stopped.value.code == 2
+    assert f"{estimator} needs binary variables (2 classes), got 4" in capsys.readouterr().err
