@@ -59,7 +59,8 @@ import loop_overhead  # noqa: E402
 import torch  # noqa: E402
 
 from callbacks.nonfinite import NonFiniteGuard  # noqa: E402
-from tests.runs import small_run, write_images, write_listops  # noqa: E402
+from datamodules.tiny import write_images, write_listops  # noqa: E402
+from tests.runs import small_run  # noqa: E402
 from zoo import train  # noqa: E402
 from zoo.models import list_models, model_card  # noqa: E402
 

@@ -63,6 +63,6 @@ def no_run_version():
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory) -> Path:
     """A tiny MNIST-format folder for train.py runs: 60 training and 20 test images, with labels."""
-    from tests.runs import write_images
+    from datamodules.tiny import write_images
 
     return write_images(tmp_path_factory.mktemp("tiny-mnist"), 60, 20, compressed=True)

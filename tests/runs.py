@@ -8,10 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.families import tiny_data
-from datamodules.tiny import write_images, write_listops
 from zoo.models import model_card
-
-__all__ = ["as_flags", "small_run", "write_images", "write_listops"]
 
 
 def small_run(model: str, folder: Path, examples: int = 60, batch_size: int | None = None,

@@ -221,7 +221,7 @@ def tool_cases(parser: argparse.ArgumentParser, base: dict[str, list[str]], file
 
 @pytest.fixture(scope="module")
 def listops_files(tmp_path_factory) -> Path:
-    from tests.runs import write_listops
+    from datamodules.tiny import write_listops
 
     return write_listops(tmp_path_factory.mktemp("listops"), 8)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.runs import write_images
+from datamodules.tiny import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_JOB = "4242"

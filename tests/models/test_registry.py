@@ -122,6 +122,10 @@ def test_a_contract_with_unknown_names_is_refused_when_registered(registry):
                                          f"{', '.join(ESTIMATOR_FAMILIES)}"):
         register_model("bad", summary="", data_family="images", metric="loss", mode="min",
                        estimator_families=("sampling",), recipe=Recipe(data="mnist"))(blank)
+    with pytest.raises(ValueError, match="model 'bad': the 'images' data family does not provide in_channels; it "
+                                         "provides none"):
+        register_model("bad", summary="", data_family="images", metric="loss", mode="min",
+                       recipe=Recipe(data="mnist"), from_data=("in_channels",))(blank)
     with pytest.raises(ValueError, match="a model named 'vae' is already registered"):
         register_model("vae", summary="", data_family="images", metric="loss", mode="min",
                        recipe=Recipe(data="mnist"))(blank)

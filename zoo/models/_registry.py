@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import lightning as L
 
-from datamodules.families import FAMILIES, valid_data
+from datamodules.families import FACTS, FAMILIES, valid_data
 
 from ..estimators import FAMILIES as ESTIMATOR_FAMILIES
 from ..estimators import list_estimators
@@ -117,6 +117,11 @@ def register_model(name: str, **contract: Any) -> Callable[[ModelClass], ModelCl
         if card.data_family not in FAMILIES:
             raise ValueError(f"model {name!r}: unknown data family {card.data_family!r}; "
                              f"valid families: {', '.join(FAMILIES)}.")
+        provided = FACTS.get(card.data_family, ())
+        missing = sorted(set(card.from_data) - set(provided))
+        if missing:
+            raise ValueError(f"model {name!r}: the {card.data_family!r} data family does not provide "
+                             f"{', '.join(missing)}; it provides {', '.join(provided) or 'none'}.")
         unknown = sorted(set(card.estimator_families) - set(ESTIMATOR_FAMILIES))
         if unknown:
             raise ValueError(f"model {name!r}: unknown estimator families {', '.join(unknown)}; "
