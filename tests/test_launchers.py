@@ -1,9 +1,10 @@
-"""Launchers other than Lightning's: torchrun and srun runs share one folder and resume it exactly.
+"""Every launcher of a 2-process run: Lightning's own, torchrun and srun write one folder and resume it exactly.
 
 srun cannot run here; its processes are started by hand with the environment it
-sets. Every launch trains the same 2-process CPU run (gloo), so a run that torchrun
-or srun stopped and resumed must end with the weights of Lightning's own
-uninterrupted ``--devices 2`` run.
+sets. Every launch trains the same 2-process CPU run (gloo), so a run that Lightning's
+launcher or srun stopped and resumed must end with the weights of torchrun's
+uninterrupted run. How each launcher's processes find their run's folder again is
+tested in-process (``tests/test_resume.py``).
 """
 
 from __future__ import annotations
@@ -78,24 +79,39 @@ def only_run(output: Path) -> Path:
     return run
 
 
-def test_torchrun_and_srun_launches_write_one_folder_and_resume_exactly(images, tmp_path):
-    reference = tmp_path / "lightning"
-    result = subprocess.run([sys.executable, *arguments(images, reference, "--devices", "2", "--max-steps", "10")],
+def lightning_launch(images: Path, output: Path, *extra: str) -> None:
+    """``python train.py --devices 2``: Lightning starts the second process itself."""
+    result = subprocess.run([sys.executable, *arguments(images, output, "--devices", "2", "--strategy", "ddp",
+                                                        *extra)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=clean_environment())
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = torch.load(only_run(reference) / "checkpoints" / "last.ckpt", weights_only=True)
 
-    for launcher in ("torchrun", "srun"):
-        for steps in ("4", "10"):  # stopped by its budget in mid-epoch, then the same command continues it
-            if launcher == "torchrun":
-                torchrun(images, tmp_path / launcher, "--max-steps", steps)
-            else:
-                for status, stderr in finish(slurm_processes(images, tmp_path / launcher, "--max-steps", steps)):
-                    assert status == 0, stderr[-3000:]
+
+def srun(images: Path, output: Path, *extra: str) -> None:
+    for status, stderr in finish(slurm_processes(images, output, *extra)):
+        assert status == 0, stderr[-3000:]
+
+
+def test_every_launcher_writes_one_folder_logs_once_and_resumes_exactly(images, tmp_path):
+    torchrun(images, tmp_path / "torchrun", "--max-steps", "10")
+    run = only_run(tmp_path / "torchrun")
+    assert run.name.startswith("torchrun-")
+    expected = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert expected["global_step"] == 10
+
+    for launcher, launch, prefix in (("lightning", lightning_launch, "version_0"),
+                                     ("srun", srun, f"slurm-{SLURM_JOB}-")):
+        launch(images, tmp_path / launcher, "--max-steps", "4", "--checkpoint-every", "2")  # 3 steps an epoch
         run = only_run(tmp_path / launcher)
-        assert run.name.startswith("torchrun-" if launcher == "torchrun" else f"slurm-{SLURM_JOB}-")
+        assert run.name.startswith(prefix) and len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 logs
+        stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        states = stopped["callbacks"]["PerRankSeed"]["random_states"]
+        assert stopped["global_step"] == 4 and len(states) == 2
+        assert not torch.equal(states[0]["cpu"], states[1]["cpu"])  # each rank draws its own noise
+        launch(images, tmp_path / launcher, "--max-steps", "10")  # the same command continues it (--resume auto)
+        assert only_run(tmp_path / launcher) == run
         resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-        assert resumed["global_step"] == expected["global_step"] == 10
+        assert resumed["global_step"] == 10
         for name, tensor in expected["state_dict"].items():
             assert torch.equal(resumed["state_dict"][name], tensor), (launcher, name)
 

@@ -2,7 +2,8 @@
 
 Most runs are in-process (``zoo.train.main`` with its output captured), which checks
 the same exit statuses and messages without an interpreter start-up each; what needs
-the process boundary (SIGKILL, SIGTERM, two processes) runs ``python train.py``.
+the process boundary (SIGKILL, SIGTERM) runs ``python train.py``. Runs on two
+processes are in ``tests/test_launchers.py`` and ``tests/test_distributed.py``.
 """
 
 from __future__ import annotations
@@ -45,12 +46,6 @@ def train(*arguments: str) -> subprocess.CompletedProcess:
         except SystemExit as exit:
             status = exit.code
     return subprocess.CompletedProcess(["train.py", *arguments], status, stdout.getvalue(), stderr.getvalue())
-
-
-def train_process(*arguments: str) -> subprocess.CompletedProcess:
-    """``python train.py ARGUMENTS`` as a process of its own: for what only a process shows (several of them)."""
-    return subprocess.run([sys.executable, "train.py", *arguments], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
 
 
 def small_run_arguments(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -377,21 +372,3 @@ def test_a_corrupt_idx_file_is_named(data_dir, tmp_path):
     result = small_run(broken, tmp_path / "out", "--max-steps", "1")
     assert result.returncode != 0 and "train-images-idx3-ubyte.gz" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_two_process_ddp_on_cpu_completes_logs_once_and_resumes(data_dir, tmp_path):
-    ddp = ("--data", "mnist", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--accelerator", "cpu",
-           "--devices", "2", "--strategy", "ddp", "--batch-size", "10", "--checkpoint-every", "2", *SMALL_MODEL)
-    result = train_process(*ddp, "--max-steps", "4")  # 3 steps an epoch: it stops mid-epoch
-    assert result.returncode == 0, result.stderr
-    runs = list((tmp_path / "vae-mnist-reinmax").iterdir())
-    assert [run.name for run in runs] == ["version_0"]
-    assert len(list(runs[0].glob("events.out.tfevents.*"))) == 1
-    last = runs[0] / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, weights_only=True)
-    assert saved["global_step"] == 4
-    states = saved["callbacks"]["PerRankSeed"]["random_states"]
-    assert len(states) == 2 and not torch.equal(states[0]["cpu"], states[1]["cpu"])  # each rank's own noise
-    resumed = train_process(*ddp, "--max-steps", "6", "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr
-    assert torch.load(last, weights_only=True)["global_step"] == 6
