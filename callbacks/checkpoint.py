@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamodules import ResumableEpochs
+
 #: Metrics whose names changed: checkpoints of the classifiers written before the stages were named
 #: ``train``, ``val``, ``test`` everywhere monitor ``valid/accuracy``.
 RENAMED_METRICS = {"valid/accuracy": "val/accuracy"}
@@ -195,8 +197,9 @@ def count_finished_epoch(fit_loop: dict[str, Any] | None) -> bool:
     it counts the epoch itself; a run trained for ``max_steps`` instead restarts on
     that epoch's end and runs its end hooks a second time over no batches: NaN epoch
     means in the logs and GDAS's schedule stepped twice. Here the epoch is counted,
-    and the epoch loop's counts are reset as a new epoch resets them. Returns whether
-    the checkpoint was written at an epoch's end.
+    the epoch loop's counts are reset as a new epoch resets them, and so are the
+    loaders' positions, which an epoch cut short by ``limit_train_batches`` leaves
+    short of their end. Returns whether the checkpoint was written at an epoch's end.
     """
     epochs = (fit_loop or {}).get("epoch_progress")
     if epochs is None:
@@ -210,6 +213,9 @@ def count_finished_epoch(fit_loop: dict[str, Any] | None) -> bool:
         if key.startswith("epoch_loop.") and not key.endswith("state_dict"):
             _reset_current(progress)
     fit_loop["epoch_loop.batch_progress"]["is_last_batch"] = False
+    for loader in fit_loop.get("state_dict", {}).get("combined_loader", []):
+        if isinstance(loader, dict) and set(loader) == {"seed", "epoch", "position"}:  # the zoo's loaders
+            ResumableEpochs.end_epoch(loader)
     validation = fit_loop["epoch_loop.val_loop.batch_progress"]
     validation["total"] = dict.fromkeys(validation["total"], 0)  # as Lightning resets it when an epoch starts
     validation["is_last_batch"] = False

@@ -88,6 +88,12 @@ class ResumableEpochs:
     def state_dict(self) -> dict[str, int | None]:
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
 
+    @staticmethod
+    def end_epoch(state: dict[str, int | None]) -> None:
+        """Make a saved state that of a loader whose epoch is over, though it handed out fewer batches than it
+        has: an epoch cut short (``limit_train_batches``) must not be resumed where it stopped."""
+        state["position"] = 0
+
     def load_state_dict(self, state: dict[str, int | None]) -> None:
         self.seed, self.position = state["seed"], int(state["position"])
         # Mid-epoch, the next iteration must draw the interrupted epoch's order again.

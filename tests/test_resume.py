@@ -105,6 +105,17 @@ def test_an_epoch_temperature_schedule_is_restored_by_a_resume_in_mid_epoch(data
     assert_same_training_state(resumed, expected)
 
 
+def test_an_epoch_cut_short_by_limit_train_batches_resumes_from_its_end_with_the_next_epoch(data, tmp_path):
+    """8 of 13 batches an epoch: the loader's position (8) at the epoch's end must not resume the epoch."""
+    arguments = [*small_run("vae", data, 50), *SHORT_EPOCHS, "--trainer-arg", "limit_train_batches=8",
+                 "--max-epochs", "-1", "--max-steps", "16"]
+    keep = KeepCheckpoints(tmp_path)
+    expected = run(arguments, tmp_path / "whole", callbacks=[keep])
+    resumed = run(arguments, tmp_path / "resumed", "--resume", str(keep.kept["epoch-end"]))
+    assert_same_training_state(resumed, expected)
+    assert epoch_means_logged(tmp_path / "resumed") == epoch_means_logged(tmp_path / "whole")[1:]
+
+
 def check_every_kind_of_checkpoint_resumes(model_arguments: list[str], tmp_path: Path, validates: bool) -> None:
     """Every checkpoint of a run of two short epochs resumes to its very weights; ``validates``: it has a best."""
     arguments = [*model_arguments, *SHORT_EPOCHS]
