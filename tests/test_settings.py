@@ -60,7 +60,8 @@ def test_the_flag_the_yaml_check_and_the_docs_of_each_setting_are_its_declaratio
         assert str(refused.value) == f"{declaration.label(name)}: must be {declaration.kind.words}, got {value!r}."
     (line,) = [line for line in settings.reference().splitlines() if line.startswith(f"- **`{name}`** (")]
     assert f": {declaration.help}. {declaration.kind.words[0].upper()}{declaration.kind.words[1:]}" in line
-    assert line.endswith(f"; default: {shown}." if shown else ".")
+    resumed = "" if declaration.defines_run else "; may differ when `--resume auto` continues a run"
+    assert line.endswith((f"; default: {shown}" if shown else "") + resumed + ".")
 
 
 def test_the_parser_has_a_flag_for_each_declaration_and_no_other():
@@ -142,3 +143,13 @@ def test_a_path_of_the_right_kind_or_a_keyword_passes(tmp_path, monkeypatch):
     values = {"data_dir": str(tmp_path), "output_dir": "not-yet-made", "resume": "auto"}
     settings.check(values)
     settings.check({"resume": "last.ckpt"})
+
+
+@pytest.mark.parametrize("name", settings.NAMES)
+def test_resume_auto_matches_runs_by_the_declared_settings_that_define_a_run(name):
+    """A run's config.yaml differing in one setting is the same run exactly when that setting is declared as
+    where or how long it goes (``defines_run=False``)."""
+    recorded = settings.DEFAULTS.as_dict()
+    changed = {**recorded, name: {"other": 1} if isinstance(recorded[name], dict) else f"other-{recorded[name]}"}
+    same = runs.run_settings(changed) == runs.run_settings(recorded)
+    assert same == (name in settings.NOT_DEFINING_A_RUN) == (not settings.DECLARED[name].defines_run)

@@ -138,6 +138,8 @@ class Declaration:
     metavar: str | None = None
     path: PathKind | None = None
     default_text: str | None = None  # what the default is, where the declared value is not it
+    #: False for where and how long a run goes: ``--resume auto`` continues a run whose other settings match.
+    defines_run: bool = True
 
     def option(self, name: str) -> str | None:
         """The flag, e.g. ``--batch-size``; None for a setting of the YAML file only."""

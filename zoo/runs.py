@@ -24,14 +24,11 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from callbacks.slurm import slurm_job_id
 
 from .pretrained import weights_mismatch
-from .settings import MODEL_SETTINGS, NAMES, Settings
+from .settings import MODEL_SETTINGS, NAMES, NOT_DEFINING_A_RUN, Settings
 
 RUN_VERSION_VARIABLE = "DISCRETE_ZOO_RUN_VERSION"
 
-#: Settings that say where a run is written and runs, and for how long; the others define it.
-#: ``--resume auto`` continues a run whose other settings are the command's.
-NOT_DEFINING_A_RUN = ("resume", "run_name", "output_dir", "data_dir", "devices", "accelerator", "strategy",
-                      "max_epochs", "max_steps", "checkpoint_every", "grad_quality_every", "grad_quality")
+#: Trainer arguments that change how a run is shown, not what it trains (the settings' own are declared).
 NOT_DEFINING_A_RUN_TRAINER = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
 
 

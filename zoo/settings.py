@@ -66,7 +66,8 @@ class Settings:
                                     default_text=MODELS_OWN)
     data: str | None = setting(None, STRING, "the data set", group="recipe")
     data_dir: str | None = setting(None, STRING, "the folder that holds the data set's files, searched before "
-                                   "downloading", path=folder("the folder that holds the data set's files"))
+                                   "downloading", path=folder("the folder that holds the data set's files"),
+                                   defines_run=False)
     binarize: str | None = setting(None, choice("none", "dynamic", "static"), "the images' pixel binarization",
                                    group="recipe")
     val_size: int | None = setting(None, SIZE, "hold out this many training images for validation; 0 validates "
@@ -92,34 +93,37 @@ class Settings:
     batch_size: int | None = setting(None, COUNT, "examples per step and process: the global batch grows with "
                                      "the processes", group="recipe")
     gradient_clip_val: float | None = setting(None, number(0), "clip gradients to this norm", group="recipe")
-    max_epochs: int | None = setting(None, BUDGET, "epochs; -1 for no limit", group="recipe")
-    max_steps: int | None = setting(None, BUDGET, "optimizer steps; -1 for no limit", group="recipe")
+    max_epochs: int | None = setting(None, BUDGET, "epochs; -1 for no limit", group="recipe", defines_run=False)
+    max_steps: int | None = setting(None, BUDGET, "optimizer steps; -1 for no limit", group="recipe",
+                                    defines_run=False)
     seed: int = setting(0, SEED, "the random seed")
     # Where it runs.
-    devices: Any = setting("auto", DEVICES, "the devices to use, e.g. 1, 2, -1 for all, or indices 0,1")
-    accelerator: str = setting("auto", STRING, "cpu, gpu or auto")
-    strategy: str = setting("auto", STRING, "auto, ddp, ddp_spawn or another of Lightning's strategies")
+    devices: Any = setting("auto", DEVICES, "the devices to use, e.g. 1, 2, -1 for all, or indices 0,1",
+                           defines_run=False)
+    accelerator: str = setting("auto", STRING, "cpu, gpu or auto", defines_run=False)
+    strategy: str = setting("auto", STRING, "auto, ddp, ddp_spawn or another of Lightning's strategies",
+                            defines_run=False)
     precision: str = setting("32-true", STRING, "32-true, bf16-mixed, 16-mixed or another of Lightning's precisions")
     # Run folders, checkpoints and preemption.
     output_dir: str = setting("runs", STRING, "the folder runs are written under",
-                              path=folder("the folder runs are written under"))
+                              path=folder("the folder runs are written under"), defines_run=False)
     resume: str | None = setting(None, STRING, "'auto': continue the newest run of these settings, or start one "
                                  "if there is none; or a checkpoint file to continue",
-                                 path=file("auto or a checkpoint file", "auto"))
+                                 path=file("auto or a checkpoint file", "auto"), defines_run=False)
     run_name: str | None = setting(None, FOLDER_NAME, "name the run's folder, e.g. a job's own name",
-                                   default_text="version_N")
+                                   default_text="version_N", defines_run=False)
     from_pretrained: str | None = setting(None, STRING, "fine-tune a released model (zoo.list_pretrained()): its "
                                           "settings and data are the defaults, the flags change them, e.g. "
                                           "--estimator st", metavar="NAME")
     on_nonfinite: str = setting("stop", choice("stop", "skip"), "a NaN or infinite loss or gradient stops "
                                 "training before the step, or skips the step")
     checkpoint_every: int = setting(1000, SIZE, "also write last.ckpt every N steps, so a killed run loses at "
-                                    "most N steps; 0: at epoch ends only", metavar="N")
+                                    "most N steps; 0: at epoch ends only", metavar="N", defines_run=False)
     grad_quality_every: int = setting(0, SIZE, "log the estimator's cosine, bias and std against the true "
                                       "gradient every N steps, as the grad_quality options say; 0: off",
-                                      metavar="N")
+                                      metavar="N", defines_run=False)
     grad_quality: dict[str, Any] = setting({}, MAPPING, "GradientQuality's other options, e.g. num_samples",
-                                           flag=False)
+                                           flag=False, defines_run=False)
     # Passed through as they are.
     model_options: dict[str, Any] = setting({}, MAPPING, "any other model option", flag="--model-arg")
     estimator_options: dict[str, Any] = setting({}, MAPPING, "any other estimator option", flag="--estimator-arg")
@@ -136,6 +140,8 @@ NAMES = tuple(DECLARED)
 MODEL_SETTINGS = tuple(name for name, declaration in DECLARED.items() if declaration.group == "model")
 #: Settings the model's recipe gives where unset.
 RECIPE_SETTINGS = tuple(name for name, declaration in DECLARED.items() if declaration.group == "recipe")
+#: Where and how long a run goes: ``--resume auto`` continues a run whose other settings are the command's.
+NOT_DEFINING_A_RUN = tuple(name for name, declaration in DECLARED.items() if not declaration.defines_run)
 #: The settings when nothing is given (None: the model's own).
 DEFAULTS = Settings()
 #: The file the settings may come from: a flag, not a setting of its own.
@@ -327,6 +333,7 @@ def entry(name: str, declaration: Declaration) -> str:
         facts.append(f"names a {'folder' if declaration.path.is_folder else 'file'}")
     shown = default_text(declaration, getattr(DEFAULTS, name, None))
     facts += [f"default: {shown}"] if shown is not None else []
+    facts += [] if declaration.defines_run else ["may differ when `--resume auto` continues a run"]
     text = "; ".join(facts)
     return f"**`{name}`** ({', '.join(ways)}): {declaration.help}. {text[0].upper()}{text[1:]}."
 
