@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shlex
 import statistics
 import sys
@@ -200,7 +199,6 @@ def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu", data_
     steps = 0
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(rounds):
-            os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a fresh run folder each time
             config = config_for(data, output_dir, accelerator, data_dir, epochs)
             round_seconds, round_steps = alternating_run(config, breakdown)
             steps += round_steps

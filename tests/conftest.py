@@ -49,17 +49,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(_home, ignore_errors=True)
 
 
-@pytest.fixture(autouse=True)
-def no_run_version():
-    """train.main() hands its run's version on to the processes it starts through the environment: a test that
-    calls it in-process must not leave it to the next test's runs (nor to the processes those start)."""
-    from zoo.runs import RUN_VERSION_VARIABLE  # here, not at the top: the project loads after the home moves
-
-    os.environ.pop(RUN_VERSION_VARIABLE, None)
-    yield
-    os.environ.pop(RUN_VERSION_VARIABLE, None)
-
-
 @pytest.fixture(scope="session")
 def tiny_mnist(tmp_path_factory) -> Path:
     """A tiny MNIST-format folder for train.py runs: 60 training and 20 test images, with labels."""

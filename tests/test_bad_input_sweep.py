@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo import runs, settings, train
+from zoo import settings, train
 
 #: What a legal run may write under its output folder (its run folder's contents).
 RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
@@ -96,9 +96,7 @@ def yaml_cases(folder: Path) -> Iterator[tuple[str, list[str]]]:
 def files(tmp_path_factory, tiny_mnist) -> Files:
     root = tmp_path_factory.mktemp("junk")
     output = root / "legal"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(runs.RUN_VERSION_VARIABLE, "0")  # main() hands it on through the environment
-        assert train.main([*base_arguments(tiny_mnist, output)]) == 0
+    assert train.main([*base_arguments(tiny_mnist, output)]) == 0
     (checkpoint,) = output.glob("*/*/checkpoints/last.ckpt")
     return Files(root, checkpoint)
 
@@ -145,12 +143,10 @@ def written_outside_a_run(output: Path) -> list[str]:
 def test_every_flag_and_setting_given_junk_trains_or_is_refused_in_one_line(files, tiny_mnist, tmp_path, capsys,
                                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything written to the working directory shows up here
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "")
     failures = []
     yaml_folder = tmp_path / "yaml"
     yaml_folder.mkdir()
     for index, (case, extra) in enumerate([*flag_cases(files), *yaml_cases(yaml_folder)]):
-        monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)
         output = tmp_path / f"out-{index}"
         arguments = [*base_arguments(tiny_mnist, output), *extra]
         if extra[0].startswith("--output-dir="):

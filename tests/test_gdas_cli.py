@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from zoo import runs
 from zoo import train as train_py
 from zoo.models.nats import Genotype
 
@@ -31,7 +29,6 @@ def train(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def train_here(*arguments: str) -> None:
     """train.py in this process, for the runs whose output the tests do not read."""
-    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a new run each time, as a new process would be
     assert train_py.main(list(arguments)) == 0
 
 
@@ -131,7 +128,6 @@ def test_the_searched_supernet_is_released_with_its_alpha_figure_and_starts_a_ne
 
     start = StartingAlpha()
     monkeypatch.setattr("zoo.pretrained.MANIFEST", manifest)
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     assert train_py.main(["--from-pretrained", "tiny-gdas", "--accelerator", "cpu", "--devices", "1",
                           "--max-steps", "2", "--trainer-arg", "limit_val_batches=1",
                           "--trainer-arg", "enable_progress_bar=false", "--output-dir", str(tmp_path / "runs")],
@@ -153,7 +149,6 @@ def test_the_searched_supernet_is_released_with_its_alpha_figure_and_starts_a_ne
     (["--model", "gdas", "--data", "imagenet16"], "valid choices: cifar10, cifar100, imagenet16-120, fashion-mnist"),
 ])
 def test_bad_search_and_retraining_input_is_refused_with_its_fix(arguments, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
     with pytest.raises(SystemExit) as stopped:
         train_py.main([*TINY, *arguments, "--max-steps", "1", "--output-dir", str(tmp_path)])
     assert stopped.value.code == 2

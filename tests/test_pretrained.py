@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import runs, train
+from zoo import train
 from zoo.evaluate import FIRST_BATCHES
 from zoo.pretrained import PretrainedError, get_release, list_pretrained, load_pretrained, markdown_table, read_manifest
 from zoo.release import release
@@ -35,9 +34,7 @@ def run(data_dir, tmp_path_factory) -> Path:
     command = ["--data", "mnist", "--data-dir", str(data_dir), "--estimator", "st", "--tau", "1.0", "--max-steps",
                "3", "--batch-size", "20", "--output-dir", str(output), "--accelerator", "cpu", "--devices", "1",
                "--trainer-arg", "enable_progress_bar=false", *SMALL_VAE]
-    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)
     assert train.main(command) == 0
-    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # main() hands its run's version on through it
     return output / "vae-mnist-st" / "version_0"
 
 
@@ -192,7 +189,6 @@ def test_a_missing_file_without_a_url_says_how_to_restore_it(released, tmp_path)
 def test_fine_tuning_with_another_estimator_starts_from_the_released_weights(released, data_dir, tmp_path,
                                                                             monkeypatch):
     monkeypatch.setattr("zoo.pretrained.MANIFEST", released)
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     arguments = ["--from-pretrained", NAME, "--estimator", "reinmax", "--data-dir", str(data_dir), "--max-steps",
                  "1", "--lr", "0", "--output-dir", str(tmp_path), "--accelerator", "cpu", "--devices", "1",
                  "--trainer-arg", "enable_progress_bar=false"]

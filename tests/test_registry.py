@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.runs import small_run
-from zoo import runs, train
+from zoo import train
 from zoo.estimators import estimator_entry, list_estimators
 from zoo.models import list_models, model_card
 
@@ -46,7 +46,6 @@ def refusal(model: str, estimator: str) -> str | None:
 @pytest.mark.parametrize("model", list_models())
 def test_every_model_takes_a_step_with_every_estimator_or_refuses_it_by_name(model, estimator, data, tmp_path,
                                                                              capsys, monkeypatch):
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")  # main() hands the version on through it
     arguments = [*small_run(model, data, batch_size=8), "--estimator", estimator,
                  *smallest_setting(model, estimator), "--output-dir", str(tmp_path), "--accelerator", "cpu",
                  "--devices", "1", "--max-steps", "1", "--trainer-arg", "limit_val_batches=1",

@@ -12,7 +12,6 @@ not run that epoch's end again.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -67,7 +66,6 @@ class KeepCheckpoints(L.Callback):
 
 
 def run(arguments: list[str], output: Path, *extra: str, callbacks=()) -> dict:
-    os.environ.pop(run_folders.RUN_VERSION_VARIABLE, None)  # a new version for each new run
     assert train.main([*arguments, "--output-dir", str(output), *extra], callbacks=callbacks) == 0
     (last,) = output.glob("*/*/checkpoints/last.ckpt")
     return torch.load(last, weights_only=True)

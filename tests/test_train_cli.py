@@ -38,7 +38,6 @@ def data_dir(tiny_mnist) -> Path:
 
 def train(*arguments: str) -> subprocess.CompletedProcess:
     """``python train.py ARGUMENTS`` in this process: its exit status and what it printed."""
-    os.environ.pop(runs.RUN_VERSION_VARIABLE, None)  # a new run each call, as a new process would be
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr):
         try:
@@ -274,6 +273,15 @@ def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_d
     resumed = small_run(data_dir, tmp_path, *settings)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights_and_optimizer(torch.load(last, weights_only=True), uninterrupted)
+
+
+def test_runs_in_one_process_get_versions_of_their_own_and_leave_no_version_behind(data_dir, tmp_path):
+    """The version main() hands to the processes it starts lives only as long as its run: a notebook's second
+    run is version_1, not the first run's folder again."""
+    for version in range(2):
+        assert small_run(data_dir, tmp_path, "--max-steps", "1", "--seed", str(version)).returncode == 0
+        assert (tmp_path / "vae-mnist-reinmax" / f"version_{version}" / "checkpoints" / "last.ckpt").is_file()
+        assert runs.RUN_VERSION_VARIABLE not in os.environ
 
 
 def test_the_same_command_and_seed_give_the_same_weights(data_dir, tmp_path):

@@ -13,6 +13,8 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,19 @@ def named_run(run: Path, settings: dict[str, Any], resume: bool) -> tuple[Path, 
         raise ValueError(f"cannot continue the run {run}: {differences(recorded, settings)}. Choose another "
                          "--run-name for these settings.")
     return run, last
+
+
+@contextmanager
+def version_handed_on() -> Iterator[None]:
+    """While a run trains, the processes it starts learn its ``version_N`` from the environment (:func:`new_run`);
+    afterwards it is dropped, so that the next run in this process (a notebook, a test) gets a version of its own
+    rather than the last one's folder. A version the environment gave (a launcher's) is left as it is."""
+    given = RUN_VERSION_VARIABLE in os.environ
+    try:
+        yield
+    finally:
+        if not given:
+            os.environ.pop(RUN_VERSION_VARIABLE, None)
 
 
 def new_run(runs: Path, settings: dict[str, Any]) -> Path:

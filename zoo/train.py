@@ -73,49 +73,50 @@ def main(argv: list[str] | None = None, *, callbacks: Sequence[Any] = (), plugin
     for programs that train in-process (the GPU check, tests)."""
     parser = build_parser()
     flags = vars(parser.parse_args(argv))
-    trainer = None
-    try:
-        config = settings.resolve(flags, flags.pop("config", None))
-        run, checkpoint = runs.run_directory(config)
-        L.seed_everything(config.seed, workers=True, verbose=False)
-        build.check_model_fits(config)
-        model = build.build_model(config)
-        if checkpoint is not None:
-            runs.check_checkpoint(checkpoint, model)
-        if config.from_pretrained and checkpoint is None:
-            release = get_release(config.from_pretrained)
-            load_weights(model, read_weights(weights_file(release)), release.name)
-        datamodule = build.build_datamodule(config)
-        trainer = build.build_trainer(config, run, model, callbacks, plugins)
-        if trainer.is_global_zero:
-            if config.resume == "auto" and checkpoint is None:
-                print("--resume auto: no run of these settings to continue; starting a new one", flush=True)
-            command = ["python", "train.py", *(sys.argv[1:] if argv is None else argv)]
-            runs.save_config(config, run, command, trainer.world_size)
-            print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}\n"
-                  f"{build.describe_batch(config.batch_size, trainer.world_size)}", flush=True)
-        # Checkpoints hold tensors and plain values only: load them without unpickling code.
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-        build.leave_process_group()
-    except InvalidLogitsError as error:
-        if trainer is None:
-            raise
-        # Inside training, logits without a distribution mean the weights have diverged.
-        parser.exit(1, f"{parser.prog}: training stopped at step {trainer.global_step}: {error} The checkpoints "
-                       "already written are kept; lower the learning rate or clip gradients, and resume.\n")
-    except (ValueError, FileNotFoundError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except NonFiniteError as error:
-        parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
-    except Preempted as error:
-        parser.exit(EXIT_STATUS, f"{parser.prog}: {error}\n")
-    except RuntimeError as error:
-        if not build.out_of_memory(error):
-            raise
-        step = f" at step {trainer.global_step}" if trainer is not None else ""
-        parser.exit(2, f"{parser.prog}: error: out of memory{step}: {str(error).splitlines()[0]}. Lower "
-                       "--batch-size or --num-samples, or the model's sizes. The checkpoints already written are "
-                       "kept.\n")
+    with runs.version_handed_on():  # to the processes this run starts, and only while it runs
+        trainer = None
+        try:
+            config = settings.resolve(flags, flags.pop("config", None))
+            run, checkpoint = runs.run_directory(config)
+            L.seed_everything(config.seed, workers=True, verbose=False)
+            build.check_model_fits(config)
+            model = build.build_model(config)
+            if checkpoint is not None:
+                runs.check_checkpoint(checkpoint, model)
+            if config.from_pretrained and checkpoint is None:
+                release = get_release(config.from_pretrained)
+                load_weights(model, read_weights(weights_file(release)), release.name)
+            datamodule = build.build_datamodule(config)
+            trainer = build.build_trainer(config, run, model, callbacks, plugins)
+            if trainer.is_global_zero:
+                if config.resume == "auto" and checkpoint is None:
+                    print("--resume auto: no run of these settings to continue; starting a new one", flush=True)
+                command = ["python", "train.py", *(sys.argv[1:] if argv is None else argv)]
+                runs.save_config(config, run, command, trainer.world_size)
+                print(f"run directory: {run}\nTensorBoard: tensorboard --logdir {run.parent}\n"
+                      f"{build.describe_batch(config.batch_size, trainer.world_size)}", flush=True)
+            # Checkpoints hold tensors and plain values only: load them without unpickling code.
+            trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+            build.leave_process_group()
+        except InvalidLogitsError as error:
+            if trainer is None:
+                raise
+            # Inside training, logits without a distribution mean the weights have diverged.
+            parser.exit(1, f"{parser.prog}: training stopped at step {trainer.global_step}: {error} The checkpoints "
+                           "already written are kept; lower the learning rate or clip gradients, and resume.\n")
+        except (ValueError, FileNotFoundError) as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
+        except NonFiniteError as error:
+            parser.exit(1, f"{parser.prog}: training stopped: {error}\n")
+        except Preempted as error:
+            parser.exit(EXIT_STATUS, f"{parser.prog}: {error}\n")
+        except RuntimeError as error:
+            if not build.out_of_memory(error):
+                raise
+            step = f" at step {trainer.global_step}" if trainer is not None else ""
+            parser.exit(2, f"{parser.prog}: error: out of memory{step}: {str(error).splitlines()[0]}. Lower "
+                           "--batch-size or --num-samples, or the model's sizes. The checkpoints already written are "
+                           "kept.\n")
     return 0
 
 

@@ -14,7 +14,7 @@ from datamodules.listops.batches import BucketedBatches, encode
 from datamodules.listops.expressions import OPERATORS, model_tokens, to_text, value
 from datamodules.listops.files import Example, write_lines
 from datamodules.listops.generator import random_expression
-from zoo import parse, runs, train
+from zoo import parse, train
 from zoo.estimators import list_estimators
 from zoo.models import ListOpsParser
 
@@ -169,7 +169,6 @@ def test_a_small_parser_learns_depth_one_expressions():
 
 
 def test_train_py_trains_the_parser_and_zoo_parse_reads_its_checkpoint(small_data, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(runs.RUN_VERSION_VARIABLE, raising=False)  # main() sets it; restored afterwards
     assert train.main(["--model", "listops", "--data-dir", str(small_data), "--output-dir", str(tmp_path),
                        "--max-epochs", "1", "--accelerator", "cpu", "--devices", "1",
                        "--model-arg", "hidden_size=16"]) == 0

@@ -195,9 +195,8 @@ def test_train_py_logs_the_routing_statistics_the_expert_load_and_the_routers_gr
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from tests.runs import small_run
-    from zoo import runs, train
+    from zoo import train
 
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     config = tmp_path / "quality.yaml"
     config.write_text("grad_quality: {num_samples: 4, probe_batch_size: 2, reference_samples: 20, "
                       "estimators: [switch, st]}\n")

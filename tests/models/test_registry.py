@@ -10,7 +10,7 @@ from torch import nn
 
 import zoo
 from datamodules.families import FAMILIES as DATA_FAMILIES
-from zoo import runs, train
+from zoo import train
 from zoo.estimators import FAMILIES as ESTIMATOR_FAMILIES
 from zoo.estimators import list_estimators
 from zoo.evaluate import measure
@@ -67,7 +67,6 @@ def test_a_registered_model_trains_through_train_py_and_is_released_and_evaluate
         train.main(["--help"])
     assert "tiny      a one-layer binary autoencoder; data: mnist, fashion-mnist, omniglot" in capsys.readouterr().out
 
-    monkeypatch.setenv(runs.RUN_VERSION_VARIABLE, "0")
     command = ["--model", "tiny", "--estimator", "reinmax", "--tau", "1.5", "--data-dir", str(tiny_mnist),
                "--output-dir", str(tmp_path / "runs"), "--accelerator", "cpu", "--devices", "1",
                "--trainer-arg", "enable_progress_bar=false"]
