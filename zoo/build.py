@@ -17,6 +17,7 @@ from callbacks.images import GenerativeImageModel, ReconstructionImages
 from callbacks.nonfinite import NonFiniteGuard
 from callbacks.preemption import StopOnSignal
 from callbacks.progress import LossProgressBar
+from callbacks.run_summary import RunSummary
 from callbacks.seeding import PerRankSeed
 from callbacks.temperature import TemperatureSchedule
 from datamodules.families import build_datamodule as build_family_datamodule
@@ -66,6 +67,7 @@ def build_trainer(settings: Settings, run: Path, model: L.LightningModule, callb
     extra_callbacks, callbacks = list(callbacks), [
         checkpoints,
         StopOnSignal(checkpoints),
+        RunSummary(run, checkpoints),
         PerRankSeed(settings.seed),
         NonFiniteGuard(settings.on_nonfinite),
     ]

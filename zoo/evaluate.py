@@ -32,15 +32,23 @@ def measure(release: Release, model: L.LightningModule, data_dir: str | None = N
     datamodule = build_datamodule(model_card(release.model).data_family, data["name"], data_dir=data_dir,
                                   batch_size=data.get("batch_size", 100), binarize=data.get("binarize", "none"),
                                   val_size=data.get("val_size", 0))
-    L.seed_everything(EVALUATION_SEED, verbose=False)
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_test_batches=batches)
-    results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    results = measure_test_split(model, datamodule, batches=batches)
     missing = [metric for metric in release.metrics if metric not in results]
     if missing:
         raise PretrainedError(f"the test loop of {release.name!r} logs no {', '.join(missing)}; "
                               f"it logs {', '.join(sorted(results))}.")
     return {metric: float(results[metric]) for metric in release.metrics}
+
+
+def measure_test_split(model: L.LightningModule, datamodule: L.LightningDataModule, accelerator: str = "auto",
+                 batches: int | None = None) -> dict[str, float]:
+    """Every metric Lightning's test loop logs for ``model`` on ``datamodule``'s test split, seeded, on one
+    device; on its first ``batches`` test batches only, if given."""
+    L.seed_everything(EVALUATION_SEED, verbose=False)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_test_batches=batches)
+    return {metric: float(value) for metric, value in trainer.test(model, datamodule=datamodule,
+                                                                   verbose=False)[0].items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

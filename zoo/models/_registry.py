@@ -66,6 +66,9 @@ class ModelCard:
     # Reads of tensor values on the host a training batch may make (each a GPU stall): the non-finite
     # guard's one flag a step, plus any the model's own step needs (ListOps' lengths, GDAS's two samples).
     host_reads_per_batch: int = 1
+    # The model option that trains several seeds at once as independent replicas of one run (the polynomial
+    # toy's), each logging its own values as ``TAG/replica_R``; a study can then run its seeds as one cell.
+    replicas_option: str | None = None
 
     @property
     def monitor(self) -> str:
@@ -126,6 +129,9 @@ def register_model(name: str, **contract: Any) -> Callable[[ModelClass], ModelCl
         if unknown:
             raise ValueError(f"model {name!r}: unknown estimator families {', '.join(unknown)}; "
                              f"valid families: {', '.join(ESTIMATOR_FAMILIES)}.")
+        if card.replicas_option is not None and card.replicas_option not in card.arguments:
+            raise ValueError(f"model {name!r}: replicas_option {card.replicas_option!r} is not an argument of "
+                             f"{model_class.__name__}; its arguments: {', '.join(card.arguments)}.")
         model_class.card = card
         _REGISTRY[name] = card
         return model_class

@@ -10,6 +10,7 @@ Adam lr 1e-3, τ = 1, 8000 steps.
 ``replicas`` trains that many independent copies at once (logits
 ``(replicas, variables, 2)``, each copy its own example of the estimator's batch and
 its own Adam coordinates): a sweep over seeds in one process at the cost of one run.
+Each replica's exact expected loss is logged as ``train/expected_loss/replica_R``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ TERMS = ("loss", "expected_loss")
 
 @register_model("poly", summary="the polynomial toy: minimise E[mean |z - target|^p], exact gradients known",
                 data_family="none", metric="expected_loss_epoch", mode="min", monitor_stage="train",
-                recipe=Recipe(data="none", max_steps=8000), small={"model_options": {"variables": 4}})
+                recipe=Recipe(data="none", max_steps=8000), small={"model_options": {"variables": 4}},
+                replicas_option="replicas")
 class PolynomialProgramming(L.LightningModule):
     """Minimise ``E_z[mean_i |z_i − target|^pnorm]`` over the logits ``θ (replicas, variables, 2)``."""
 
@@ -102,6 +104,9 @@ class PolynomialProgramming(L.LightningModule):
         self.epoch_means.update(torch.stack((loss, expected)), 1)
         if logger_writes_this_step(self.trainer):
             self.log_dict({"train/loss": loss, "train/expected_loss": expected})
+            if self.hparams.replicas > 1:  # each replica is a seed of its own: a study reports their spread
+                self.log_dict({f"train/expected_loss/replica_{index}": value
+                               for index, value in enumerate(self.expected_losses().detach())})
         return objective
 
     def on_train_epoch_end(self) -> None:
