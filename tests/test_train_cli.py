@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from callbacks.run_summary import read_summary, summary_line
 from zoo import runs
 from zoo import train as train_module
 from zoo.estimators import list_estimators
@@ -73,6 +74,10 @@ def test_a_short_run_writes_config_events_and_checkpoints_then_resumes(data_dir,
     assert list(run.glob("events.out.tfevents.*"))
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 and last["optimizer_states"]
+    summary = read_summary(run)
+    assert summary["status"] == "finished" and summary["last"]["step"] == 2 and summary["sittings"] == 1
+    assert summary["last"]["checkpoint"] == str(run / "checkpoints" / "last.ckpt") and summary["best"] is None
+    assert summary_line(summary) in first.stdout and "summary: finished at step 2; val/neg_elbo_epoch" in first.stdout
 
     resumed = small_run(data_dir, tmp_path, "--max-steps", "5", "--estimator", "st", "--tau", "1.0",
                         "--resume", "auto")
@@ -82,6 +87,8 @@ def test_a_short_run_writes_config_events_and_checkpoints_then_resumes(data_dir,
     assert last["global_step"] == 5
     assert sorted(path.name for path in (run / "checkpoints").glob("last*")) == ["last.ckpt"]
     assert last["optimizer_states"][0]["state"][0]["step"].item() == 5
+    summary = read_summary(run)
+    assert summary["last"]["step"] == 5 and summary["sittings"] == 2 and summary["timed_steps"] == 5
 
 
 def test_the_bernoulli_vae_takes_its_recipe_from_the_model(data_dir, tmp_path):
@@ -202,6 +209,9 @@ def test_diverging_weights_stop_training_with_the_step_named(data_dir, tmp_path)
     assert result.returncode == 1
     assert "training stopped: non-finite values at step" in result.stderr and "Lower the learning rate" in result.stderr
     assert "Traceback" not in result.stderr
+    summary = read_summary(tmp_path / "vae-mnist-reinmax" / "version_0")
+    assert summary["status"] == "diverged" and "non-finite values at step" in summary["reason"]
+    assert f"summary: diverged at step {summary['last']['step']} (" in result.stdout
 
 
 #: 60 images in batches of 5: 12 steps an epoch; dynamic binarization and the estimator both draw
@@ -269,9 +279,14 @@ def test_sigterm_writes_a_checkpoint_at_the_step_it_arrived_and_exits_143(data_d
     assert 12 < saved < 600 and saved % 12, "the checkpoint is of the step SIGTERM arrived at, not an epoch's end"
     assert f"stopped by SIGTERM after step {saved}" in stderr and "--resume auto" in stderr
     assert "Traceback" not in stderr
+    summary = read_summary(last.parent.parent)
+    assert summary["status"] == "preempted" and summary["last"]["step"] == saved
+    assert f"stopped by SIGTERM after step {saved}" in summary["reason"]
 
     resumed = small_run(data_dir, tmp_path, *settings)
     assert resumed.returncode == 0, resumed.stderr
+    summary = read_summary(last.parent.parent)
+    assert summary["status"] == "finished" and summary["sittings"] == 2 and summary["last"]["step"] == 600
     assert_same_weights_and_optimizer(torch.load(last, weights_only=True), uninterrupted)
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from callbacks.preemption import EXIT_STATUS
 from callbacks.run_summary import PREEMPTED
 
-from . import report, slurm
+from . import slurm
 from .cell import cell_state, run_cell
 from .local import run_study
+from .report import write_report
 from .spec import Study, StudyError, load_study
 
 
@@ -31,25 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="The study file's format: zoo/study/spec.py, or README's "
                                             "'Comparing estimators'.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run every cell not done yet, on this machine")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("study", type=Path, help="the study file (YAML)")
+        sub.add_argument("--output-dir", type=Path, default=None,
+                         help="where the cells' runs go (default: the study's output_dir, else runs/studies/NAME)")
+        return sub
+
+    run = command("run", "run every cell not done yet, on this machine")
     run.add_argument("--jobs", type=int, default=1, help="cells at once (each with its share of the CPU threads, "
                      "and one GPU each where there are GPUs); 1 runs them in this process")
-    submit = commands.add_parser("submit", help="submit the cells not done yet as a SLURM job array")
+    submit = command("submit", "submit the cells not done yet as a SLURM job array")
     submit.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
                         help="an #SBATCH option of the job script, e.g. --sbatch-arg=--gres=gpu:1 (repeatable)")
     submit.add_argument("--parallel", type=int, default=None, help="array tasks at once (SLURM's %%N)")
     submit.add_argument("--dry-run", action="store_true", help="write the job script and print it; submit nothing")
-    commands.add_parser("status", help="list the cells: done, running, interrupted, failed, pending")
-    report_parser = commands.add_parser("report", help="print and write the tables, the curves' plot and JSON")
-    report_parser.add_argument("--results", type=Path, default=None, help="a markdown file whose section for this "
-                               "study (between its study markers) the report replaces, e.g. benchmarks/RESULTS.md")
-    cell = commands.add_parser("cell", help="run one cell (what the job array's tasks and --jobs run)")
+    command("status", "list the cells: done, running, interrupted, failed, pending")
+    report = command("report", "print and write the tables, the curves' plot and the JSON of every cell")
+    report.add_argument("--results", type=Path, default=None, help="a markdown file whose section for this study "
+                        "(between its study markers) the report replaces, e.g. benchmarks/RESULTS.md")
+    cell = command("cell", "run one cell (what --jobs and the SLURM array's tasks run)")
     cell.add_argument("cell", help="the cell's name, e.g. reinmax/seed0")
     cell.add_argument("--shared-machine", action="store_true", help="other cells run on this machine meanwhile")
-    for command in commands.choices.values():
-        command.add_argument("study", type=Path, help="the study file (YAML)")
-        command.add_argument("--output-dir", type=Path, default=None,
-                             help="where the cells' runs go (default: the study's output_dir, else runs/studies/NAME)")
     return parser
 
 
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return print_status(study)
         if args.command == "report":
-            report.write_report(study, args.results)
+            write_report(study, args.results)
             return 0
         state = run_cell(study, study.cell(args.cell), shared_machine=args.shared_machine)
         return EXIT_STATUS if state.status == PREEMPTED else 0 if state.done else 1

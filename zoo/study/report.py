@@ -323,9 +323,9 @@ def describe_row(study: Study, rows: Rows, row: tuple) -> str:
     return ", ".join([rows.label(row), *(f"{key.rpartition('.')[2]} {format_value(value)}" for key, value in point)])
 
 
-def plot(study: Study, rows: Rows, path: Path) -> Path | None:
-    """One panel a curve (mean over seeds, a band of ± one std), and the gradient's cosine to the true one where
-    the runs logged it; None if there is nothing to draw."""
+def draw(study: Study, rows: Rows) -> Any:
+    """A matplotlib figure: one panel a curve (each row's mean over seeds, a band of ± one std), and one of the
+    gradient's cosine to the true one where the runs logged it; None if there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -353,6 +353,16 @@ def plot(study: Study, rows: Rows, path: Path) -> Path | None:
     axes[0][0].legend(fontsize=7, loc="best")
     figure.suptitle(f"{study.title}: mean over seeds, band ± 1 std", fontsize=11)
     figure.tight_layout()
+    return figure
+
+
+def plot(study: Study, rows: Rows, path: Path) -> Path | None:
+    """:func:`draw`, saved as a PNG at ``path``; None if there is nothing to draw."""
+    figure = draw(study, rows)
+    if figure is None:
+        return None
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

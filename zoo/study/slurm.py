@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .local import cells_to_run
 from .spec import Study, StudyError
@@ -37,7 +38,7 @@ def job_script(study: Study, cells: Sequence[str], options: Sequence[str], paral
     lines += [f"#SBATCH {option}" for option in (*DEFAULT_OPTIONS, *options)]
     lines += ["", f"# {len(cells)} cells of {study.path}; written by `python -m zoo.study submit`.",
               "cells=(" + " ".join(shlex.quote(cell) for cell in cells) + ")",
-              f"cd {shlex.quote(str(study.output_dir))}",
+              f"cd {shlex.quote(str(Path.cwd()))}  # where the study was submitted from",
               f"exec srun {shlex.quote(sys.executable)} -m zoo.study cell {shlex.quote(str(study.path))} "
               f"\"${{cells[$SLURM_ARRAY_TASK_ID]}}\" --output-dir {shlex.quote(str(study.output_dir))}", ""]
     return "\n".join(lines)
