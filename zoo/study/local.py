@@ -68,6 +68,16 @@ def cells_to_run(study: Study, say: Callable[[str], None] = print) -> list[Cell]
     return todo
 
 
+def _still_to_run(study: Study, cell: Cell, say: Callable[[str], None]) -> bool:
+    """Whether ``cell`` is still to run now: another runner of the study (another job, another machine on the
+    same file system) may have taken it since this one listed it."""
+    state = cell_state(study, cell)
+    if state.status == RUNNING or state.done:
+        say(f"study: skipping {cell.name}: {state.status} elsewhere meanwhile")
+        return False
+    return True
+
+
 def run_study(study: Study, jobs: int = 1, callbacks: Sequence[Any] = (), say: Callable[[str], None] = print) -> int:
     """Run every cell that is not done; 0 when all are, 143 if stopped by a signal, else 1."""
     todo = cells_to_run(study, say)
@@ -77,6 +87,9 @@ def run_study(study: Study, jobs: int = 1, callbacks: Sequence[Any] = (), say: C
     progress = Progress(len(todo), jobs, say)
     if jobs == 1:
         for cell in todo:
+            if not _still_to_run(study, cell, say):
+                progress.total -= 1
+                continue
             say(f"study: started {cell.name}")
             start = time.monotonic()
             state = run_cell(study, cell, callbacks)
@@ -122,6 +135,9 @@ def _run_in_processes(study: Study, todo: list[Cell], jobs: int, progress: Progr
             for slot in range(jobs):
                 if slot not in running and queue:
                     cell = queue.pop(0)
+                    if not _still_to_run(study, cell, say):
+                        progress.total -= 1
+                        continue
                     running[slot] = (cell, _start(study, cell, cell_environment(slot, jobs, gpus, cores)),
                                      time.monotonic())
                     say(f"study: started {cell.name} (log: {study.run_folder(cell) / CELL_LOG})")

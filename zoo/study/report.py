@@ -9,6 +9,7 @@ last step (599 for an epoch of 600 steps).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -357,7 +358,10 @@ def draw(study: Study, rows: Rows) -> Any:
 
 
 def plot(study: Study, rows: Rows, path: Path) -> Path | None:
-    """:func:`draw`, saved as a PNG at ``path``; None if there is nothing to draw."""
+    """:func:`draw`, saved as a PNG at ``path``; None if there is nothing to draw or no matplotlib to draw it."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("(no curves.png: the plot needs matplotlib, e.g. pip install -e '.[studies]')")
+        return None
     figure = draw(study, rows)
     if figure is None:
         return None
