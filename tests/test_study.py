@@ -22,7 +22,7 @@ from tensorboard.util.tensor_util import make_ndarray
 
 from callbacks.run_summary import read_summary
 from zoo.study.__main__ import main as study_main
-from zoo.study.cell import cell_state
+from zoo.study.cell import HEARTBEAT_TIMEOUT, cell_state
 from zoo.study.local import run_study
 from zoo.study.report import REPORT_JSON, Rows, collect, draw, replace_section, write_report
 from zoo.study.spec import StudyError, load_study
@@ -174,6 +174,7 @@ def test_a_study_submitted_to_slurm_runs_each_cell_as_an_array_task(tmp_path, ca
     ({"estimators": ["reinmax"], "grid": {"tau": 1.0}}, "'tau' needs a non-empty list of values"),
     ({"estimators": ["reinmax"], "grid": {"model_options.variables": [2], "widht": [1]}}, "'widht' is not a setting"),
     ({"estimators": {"reinmax": {"lr_typo": 1}}}, "unknown setting(s) lr_typo"),
+    ({"estimators": {"reinmax": {"devices": 2}}}, "devices: each cell runs on one device; run cells side by side"),
     ({"estimators": ["reinmax"], "seeds": 3}, "seeds must be a list of seeds"),
     ({"estimators": ["reinmax"], "target": {"metric": "train/loss", "value": 0.2}}, "say whether train/loss is "
                                                                                      "better low or high"),
@@ -199,3 +200,15 @@ def test_the_report_replaces_its_own_section_of_a_results_file_and_nothing_else(
     replace_section(results, "a", "## A\n\nsecond\n")
     assert results.read_text() == ("# Results\n\nintro\n\n<!-- study a -->\n## A\n\nsecond\n<!-- end study a -->\n\n"
                                    "<!-- study b -->\n## B\n<!-- end study b -->\n")
+
+
+def test_a_cell_with_a_fresh_heartbeat_is_running_and_with_a_stale_one_interrupted(tmp_path):
+    study = load_study(write_study(tmp_path, estimators=["reinmax"]), tmp_path / "runs")
+    cell = study.cells[0]
+    assert cell_state(study, cell).status == "pending"
+    heartbeat = study.run_folder(cell) / "heartbeat"
+    heartbeat.parent.mkdir(parents=True)
+    heartbeat.touch()
+    assert cell_state(study, cell).status == "running"
+    stale = heartbeat.stat().st_mtime + HEARTBEAT_TIMEOUT + 1  # killed: no more beats
+    assert cell_state(study, cell, now=stale).status == "interrupted"

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import statistics
 import sys
 import threading
 import time
@@ -32,11 +33,14 @@ from callbacks.run_summary import DIVERGED, FAILED, FINISHED, PREEMPTED, read_su
 
 from .. import build, train
 from ..evaluate import measure_test_split
+from ..runs import run_settings
 from .spec import Cell, Study
 
 CELL_CONFIG, CELL_RECORD, HEARTBEAT = "cell.yaml", "cell.json", "heartbeat"
 #: How often a running cell touches its heartbeat, and how old one may be before the cell counts as stopped.
 HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT = 10.0, 60.0
+#: A cell whose mean load average exceeds its threads by more than this shared the machine with other work.
+SHARED_LOAD_MARGIN = 0.75
 #: A cell is done when its run finished its budget or diverged (a result too); the others run again.
 DONE = (FINISHED, DIVERGED)
 #: What ``status`` calls a cell, besides the run's own endings.
@@ -72,7 +76,7 @@ def cell_state(study: Study, cell: Cell, now: float | None = None) -> CellState:
             return CellState(RUNNING, f"heartbeat {age:.0f} s ago")
     record = read_record(folder)
     if record is not None and record["status"] in DONE:
-        if record.get("settings") == json.loads(json.dumps(cell.settings)):
+        if same_run_and_budget(record.get("settings", {}), cell.settings):
             return CellState(record["status"], record.get("reason") or "")
         return CellState(INTERRUPTED, "the study's settings for it changed (a longer budget?); run the study to "
                                       "continue it")
@@ -85,6 +89,15 @@ def cell_state(study: Study, cell: Cell, now: float | None = None) -> CellState:
     return CellState(PENDING)
 
 
+def same_run_and_budget(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a cell recorded with ``recorded`` settings trained what ``settings`` ask: the same run (as
+    ``--resume auto`` sees it) for as long. Where it runs (devices, folders) does not count."""
+    def counted(values: dict[str, Any]) -> dict[str, Any]:
+        return {**run_settings(values), "budget": [values.get("max_steps"), values.get("max_epochs")]}
+
+    return counted(recorded) == counted(json.loads(json.dumps(settings)))
+
+
 def run_cell(study: Study, cell: Cell, callbacks: Sequence[Any] = (), shared_machine: bool = False) -> CellState:
     """Train the cell (continuing its run if it has one), measure the test split on its checkpoints, record it."""
     folder = study.run_folder(cell)
@@ -94,21 +107,26 @@ def run_cell(study: Study, cell: Cell, callbacks: Sequence[Any] = (), shared_mac
                                       "run_name": cell.run_name}, sort_keys=False))
     argv = ["--config", str(config), "--resume", "auto"]
     sittings_before = (read_summary(folder) or {}).get("sittings", 0)
-    with beating(folder / HEARTBEAT), last_line_of_stderr() as stderr:
+    with beating(folder / HEARTBEAT) as loads, last_line_of_stderr() as stderr:
         status, reason = _train(argv, callbacks, stderr)
         summary = read_summary(folder) or {}
         if summary.get("sittings", 0) > sittings_before and status != PREEMPTED:
             status, reason = summary["status"], summary["reason"] or reason
         test = _measure(argv, summary) if status in DONE and study.test else None
     previous = read_record(folder) or {}
+    load = statistics.mean(loads) if loads else None
+    threads = torch.get_num_threads()
     record = {
         "cell": cell.name, "estimator": cell.estimator, "point": dict(cell.point), "seed": cell.seed,
         "settings": cell.settings,
         "status": status, "reason": reason, "summary": summary, "test": test,
-        # Its time a step is not the estimator's alone if any sitting shared the machine with other cells.
-        "shared_machine": shared_machine or previous.get("shared_machine", False),
+        # Its time a step is not the estimator's alone if any sitting shared the machine: with other cells of
+        # the study, or with anything else (more runnable processes, on average, than this cell's threads).
+        "shared_machine": (shared_machine or previous.get("shared_machine", False)
+                           or (load is not None and load > threads + SHARED_LOAD_MARGIN)),
+        "mean_load_average": load,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": threads, "torch": torch.__version__,
         "command": f"python train.py --config {config} --resume auto",
     }
     partial = folder / f".{CELL_RECORD}.partial"
@@ -150,19 +168,23 @@ def _measure(argv: list[str], summary: dict[str, Any]) -> dict[str, dict[str, fl
 
 
 @contextlib.contextmanager
-def beating(path: Path) -> Iterator[None]:
-    """Touch ``path`` every :data:`HEARTBEAT_SECONDS` from a thread while the block runs; remove it after."""
+def beating(path: Path) -> Iterator[list[float]]:
+    """Touch ``path`` every :data:`HEARTBEAT_SECONDS` from a thread while the block runs, and remove it after;
+    yields the machine's one-minute load averages, sampled at each beat (none where the system has none)."""
     stop = threading.Event()
+    loads: list[float] = []
 
     def beat() -> None:
         while not stop.is_set():
             path.touch()
+            if hasattr(os, "getloadavg"):
+                loads.append(os.getloadavg()[0])
             stop.wait(HEARTBEAT_SECONDS)
 
     thread = threading.Thread(target=beat, name="study-heartbeat", daemon=True)
     thread.start()
     try:
-        yield
+        yield loads
     finally:
         stop.set()
         thread.join()

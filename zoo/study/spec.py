@@ -34,6 +34,9 @@ from ..settings import NAMES, read_yaml
 
 #: The settings a study sets itself for each cell.
 STUDY_OWNED = ("model", "estimator", "seed", "output_dir", "run_name", "resume", "config", "from_pretrained")
+#: Where a cell runs: on one device, always. Several GPUs run several cells (``--jobs``); a cell launching
+#: processes of its own would run the study's command again in each.
+ONE_DEVICE = ("devices", "strategy")
 #: Mapping settings whose entries a grid key may name as ``SETTING.KEY``.
 MAPPING_SETTINGS = ("model_options", "estimator_options", "trainer", "grad_quality")
 TOP_LEVEL = ("title", "description", "model", "settings", "estimators", "grid", "seeds", "replicas", "metrics",
@@ -196,6 +199,10 @@ def _check_setting_keys(settings: dict[str, Any], where: str) -> None:
         raise StudyError(f"{where}: {', '.join(owned)} {'is' if len(owned) == 1 else 'are'} the study's own: give "
                          "the model as 'model', estimators under 'estimators' and seeds as 'seeds'; the study names "
                          "the runs' folders.")
+    several = sorted(set(settings) & set(ONE_DEVICE))
+    if several:
+        raise StudyError(f"{where}: {', '.join(several)}: each cell runs on one device; run cells side by side "
+                         "instead, one a GPU (python -m zoo.study run --jobs N, or a SLURM array).")
     unknown = sorted(set(settings) - set(NAMES))
     if unknown:
         raise StudyError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(NAMES)}.")
@@ -205,7 +212,7 @@ def _grid(grid: Any, where: str) -> dict[str, list[Any]]:
     grid = _mapping(grid, where)
     for key, values in grid.items():
         base = key.partition(".")[0]
-        if base in STUDY_OWNED:
+        if base in STUDY_OWNED or base in ONE_DEVICE:
             raise StudyError(f"{where}: {key!r} cannot vary in a grid; seeds are the study's 'seeds', estimators "
                              "its 'estimators'.")
         if base not in NAMES or ("." in key and base not in MAPPING_SETTINGS):
@@ -300,7 +307,7 @@ def _cells(study: Study, card: Any) -> list[Cell]:
                 settings = _merge(study.settings, own)
                 for key, value in point:
                     _set(settings, key, value)
-                settings.update(model=study.model, estimator=estimator)
+                settings.update(model=study.model, estimator=estimator, devices=1)
                 if seed is None:
                     settings.setdefault("model_options", {})[card.replicas_option] = study.replicas
                 else:
