@@ -20,7 +20,7 @@ import yaml
 from zoo import settings, train
 
 #: What a legal run may write under its output folder (its run folder's contents).
-RUN_FILES = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
+RUN_FILES = ("config.yaml", "summary.json", "hparams.yaml", "events.out.tfevents.", "checkpoints", "last.ckpt", "best-",
              "images")
 QUIET = ["--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false",
          "--trainer-arg", "num_sanity_val_steps=0"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import model_card
-from .cell import cell_state, read_record
+from .cell import DONE, cell_state, read_record
 from .spec import Cell, Study, StudyError, format_value
 
 Series = list[tuple[int, float]]  # (step, value), by step
@@ -61,6 +61,11 @@ class CellResult:
     record: dict[str, Any] | None
     scalars: dict[str, Series]
     seeds: tuple[int, ...]
+
+    @property
+    def done(self) -> bool:
+        """Whether the cell reached its end (its budget, or divergence): only then are its values reported."""
+        return self.status in DONE
 
     def series(self, tag: str) -> list[Series]:
         """``tag``'s series for each seed of the cell (replicas log theirs as ``TAG/replica_R``)."""
@@ -157,16 +162,20 @@ class Rows:
     def values(self, row: tuple, tag: str, where: str) -> list[float | None]:
         """Per seed of the row: ``tag`` at the end of the run or at its best checkpoint."""
         values = []
-        for result in self.groups[row]:
+        for result in self.done(row):
             for series in result.series(tag):
                 values.append(at_end(series) if where == "end" else at_step(series, result.best_step))
         return values
 
+    def done(self, row: tuple) -> list[CellResult]:
+        """The row's cells that reached their end: a running cell's values are not its results yet."""
+        return [result for result in self.groups[row] if result.done]
+
     def curves(self, row: tuple, tag: str) -> list[Series]:
-        return [series for result in self.groups[row] for series in result.series(tag) if series]
+        return [series for result in self.done(row) for series in result.series(tag) if series]
 
     def seeds(self, row: tuple) -> int:
-        return sum(len(result.seeds) for result in self.groups[row] if result.status in ("finished", "diverged"))
+        return sum(len(result.seeds) for result in self.done(row))
 
     def statuses(self, row: tuple) -> str:
         """"" when every cell is done; else what the others are, e.g. "1 running"."""
@@ -222,23 +231,23 @@ def main_table(study: Study, rows: Rows) -> list[str]:
         header.append(study.published.label)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * (len(header) - 1)]
     shared = False
-    for row, group in rows.groups.items():
+    for row in rows.groups:
         cells = [rows.label(row) + (f" ({rows.statuses(row)})" if rows.statuses(row) else "")]
         point = dict(row[1])
         cells += [format_value(point[key]) if key in point else "" for key in axes]
         cells.append(str(rows.seeds(row)))
         for _, (where, what) in columns:
             if where == "test":
-                values = [result.test(what, card.test_metric) for result in group]
+                values = [result.test(what, card.test_metric) for result in rows.done(row)]
             else:
                 values = rows.values(row, what, where)
             cells.append(spread(values, digits_for(values)))
         if study.target is not None:
             reached = steps_to(rows.curves(row, study.target.metric), study.target.value, study.target.mode)
             cells.append(f"{reached:,}" if reached is not None else "not reached")
-        times = [((result.record or {}).get("summary") or {}).get("seconds_per_step") for result in group]
+        times = [((result.record or {}).get("summary") or {}).get("seconds_per_step") for result in rows.done(row)]
         times = [time for time in times if time]
-        row_shared = any((result.record or {}).get("shared_machine") for result in group)
+        row_shared = any((result.record or {}).get("shared_machine") for result in rows.done(row))
         shared |= row_shared
         cells.append(f"{1000 * statistics.mean(times):.1f}{' †' if row_shared else ''}" if times else "–")
         if study.published is not None:
@@ -266,7 +275,8 @@ def pivot_table(study: Study, rows: Rows) -> list[str]:
     for row in rows.groups:
         key, column = split(row)
         columns += [column] if column not in columns else []
-        table.setdefault(key, {})[column] = spread(rows.values(row, tag, "end"), digits_for(all_values))
+        table.setdefault(key, {})[column] = (spread(rows.values(row, tag, "end"), digits_for(all_values))
+                                             if rows.done(row) else rows.statuses(row))
     row_axes = [name for name, _ in next(iter(table))]
     labels = {row[0]: study.labels[row[0]] for row in rows.groups}
     names = [study.labels.get(column, column) if pivot == "estimator" else f"{pivot.rpartition('.')[2]} = "
@@ -395,13 +405,13 @@ def as_json(study: Study, results: list[CellResult]) -> dict[str, Any]:
 def markdown(study: Study, results: list[CellResult], plot_link: str | None) -> str:
     rows = Rows(study, results)
     records = [result.record for result in results if result.record]
-    machine = sorted({f"{record['device']}, {record['threads']} threads, torch {record['torch']}"
-                      for record in records}) or ["no cell has run yet"]
+    machine = sorted({f"{record['device']}, {record['threads']} thread{'s' if record['threads'] != 1 else ''}, "
+                      f"torch {record['torch']}" for record in records}) or ["no cell has run yet"]
     shown = _shown_path(study.path)
     lines = [f"## {study.title} (`{shown}`)", ""]
     if study.description:
         lines += [study.description, ""]
-    done = sum(result.status in ("finished", "diverged") for result in results)
+    done = sum(result.done for result in results)
     lines += [f"- command: `python -m zoo.study run {shown}`, then `python -m zoo.study report {shown}`",
               f"- machine: {'; '.join(machine)}",
               f"- cells: {done} of {len(results)} done; seeds "
