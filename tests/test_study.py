@@ -23,7 +23,7 @@ from tensorboard.util.tensor_util import make_ndarray
 from callbacks.run_summary import read_summary
 from zoo.study.__main__ import main as study_main
 from zoo.study.cell import HEARTBEAT_TIMEOUT, cell_state
-from zoo.study.local import run_study
+from zoo.study.local import cell_environment, run_study
 from zoo.study.report import REPORT_JSON, Rows, collect, draw, replace_section, write_report
 from zoo.study.spec import StudyError, load_study
 
@@ -63,6 +63,9 @@ def logged(run: Path, tag: str) -> list[tuple[int, float]]:
 def test_a_study_stops_continues_and_reports_the_values_its_runs_logged(tmp_path, capsys):
     path = write_study(tmp_path, title="two estimators", estimators={"reinmax": {}, "st": {"tau": 1.0, "label": "ST"}},
                        seeds=[0, 1], metrics={"train/expected_loss": "exact loss", "train/loss": "sampled loss"})
+    study = yaml.safe_load(path.read_text())
+    study["settings"]["grad_quality_every"] = 20  # the plot's last panel: the gradient's cosine to the exact one
+    path.write_text(yaml.safe_dump(study, allow_unicode=True))
     study = load_study(path, tmp_path / "runs")
     assert [cell.name for cell in study.cells] == ["reinmax/seed0", "reinmax/seed1", "st/seed0", "st/seed1"]
 
@@ -96,7 +99,9 @@ def test_a_study_stops_continues_and_reports_the_values_its_runs_logged(tmp_path
         assert f"| {label} | 2 | {statistics.mean(ends):.4f} ± {statistics.stdev(ends):.4f} |" in text
 
     figure = draw(study, Rows(study, collect(study)))
-    for axis in figure.axes:  # a curve and a band per estimator, in each metric's panel
+    assert [axis.get_ylabel() for axis in figure.axes] == ["train/expected_loss", "train/loss",
+                                                          "grad_quality/ESTIMATOR/cosine"]
+    for axis in figure.axes:  # a curve and a band per estimator, in each panel
         assert len(axis.lines) == 2 and len(axis.collections) == 2
     assert (study.output_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -212,3 +217,8 @@ def test_a_cell_with_a_fresh_heartbeat_is_running_and_with_a_stale_one_interrupt
     assert cell_state(study, cell).status == "running"
     stale = heartbeat.stat().st_mtime + HEARTBEAT_TIMEOUT + 1  # killed: no more beats
     assert cell_state(study, cell, now=stale).status == "interrupted"
+
+
+def test_cells_side_by_side_share_the_cores_and_take_a_gpu_each():
+    assert cell_environment(slot=1, jobs=2, gpus=0, cores=16) == {"OMP_NUM_THREADS": "8"}
+    assert cell_environment(slot=5, jobs=8, gpus=4, cores=2) == {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "1"}

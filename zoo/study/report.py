@@ -13,7 +13,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,8 +25,13 @@ from .spec import Cell, Study, StudyError, format_value
 
 Series = list[tuple[int, float]]  # (step, value), by step
 REPORT_MARKDOWN, REPORT_JSON, REPORT_PLOT = "report.md", "report.json", "curves.png"
-#: The gradient-quality scalars a second panel of the plot shows, when the runs logged them.
-GRADIENT_QUALITY = re.compile(r"^grad_quality/[^/]+/cosine$")
+#: The gradient-quality scalar a last panel of the plot shows where the runs logged it (``--grad-quality-every``):
+#: each run's own estimator's cosine to the true gradient.
+QUALITY_TAG = "grad_quality/ESTIMATOR/cosine"
+
+
+def quality_tag(row: tuple) -> str:
+    return QUALITY_TAG.replace("ESTIMATOR", row[0])
 
 
 def read_scalars(run: Path) -> dict[str, Series]:
@@ -342,24 +346,25 @@ def draw(study: Study, rows: Rows) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    quality = sorted({tag for group in rows.groups.values() for result in group for tag in result.scalars
-                      if GRADIENT_QUALITY.match(tag)})
-    panels = [tag for tag in study.curves if any(rows.curves(row, tag) for row in rows.groups)] + quality[:1]
+    panels = [(study.metrics.get(tag, tag), tag, lambda row, tag=tag: tag)
+              for tag in study.curves if any(rows.curves(row, tag) for row in rows.groups)]
+    if any(rows.curves(row, quality_tag(row)) for row in rows.groups):
+        panels.append(("the training estimator's gradient: cosine to the true one", QUALITY_TAG, quality_tag))
     if not panels:
         return None
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for axis, tag in zip(axes[0], panels):
+    for axis, (title, label, tag_of) in zip(axes[0], panels):
         for index, row in enumerate(rows.groups):
-            steps, means, stds = mean_curve(rows.curves(row, tag))
+            steps, means, stds = mean_curve(rows.curves(row, tag_of(row)))
             if not steps:
                 continue
             colour = f"C{index % 10}"
             axis.plot(steps, means, color=colour, label=describe_row(study, rows, row), linewidth=1.4)
             axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                               color=colour, alpha=0.2, linewidth=0)
-        axis.set_title(study.metrics.get(tag, tag), fontsize=10)
+        axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
-        axis.set_ylabel(tag)
+        axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
     figure.suptitle(f"{study.title}: mean over seeds, band ± 1 std", fontsize=11)
