@@ -125,7 +125,8 @@ def test_jobs_run_cells_as_processes_and_a_failed_cell_keeps_its_line(tmp_path, 
     study = load_study(path, tmp_path / "runs")
     assert run_study(study, jobs=2) == 1
     progress = capsys.readouterr().out
-    assert "started reinmax/seed0 (log:" in progress and "st/seed0 failed: train.py: error:" in progress
+    assert "started reinmax/seed0 (log:" in progress
+    assert "st/seed0 failed after" in progress and "(train.py: error:" in progress
     done, failed = (cell_state(study, cell) for cell in study.cells)
     assert done.status == "finished" and failed.status == "failed" and "variables >= 1" in failed.line
     assert "summary: finished at step 40" in (study.run_folder(study.cells[0]) / "cell.log").read_text()

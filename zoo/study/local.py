@@ -44,8 +44,9 @@ class Progress:
         if left:
             mean = sum(self.seconds) / len(self.seconds)
             estimate = f", about {_duration(mean * left / min(self.jobs, left))} to go"
-        ending = state.status + (f": {state.line}" if state.line and not state.done else "")
-        self.say(f"study: {cell.name} {ending} after {_duration(seconds)}; {left} of {self.total} left{estimate}")
+        why = f" ({state.line})" if state.line and not state.done else ""
+        self.say(f"study: {cell.name} {state.status} after {_duration(seconds)}{why}; {left} of {self.total} left"
+                 f"{estimate}")
 
 
 def _duration(seconds: float) -> str:
