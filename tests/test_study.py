@@ -185,6 +185,8 @@ def test_a_study_submitted_to_slurm_runs_each_cell_as_an_array_task(tmp_path, ca
     ({"estimators": ["reinmax"], "target": {"metric": "train/loss", "value": 0.2}}, "say whether train/loss is "
                                                                                      "better low or high"),
     ({"estimators": ["reinmax"], "table": {"columns": "pnorm"}}, "columns must be 'estimator' or a grid key"),
+    ({"estimators": ["reinmax"], "grid": {"lr": [0.1, -1.0]}}, "cell reinmax/lr-1.0-seed0: setting lr"),
+    ({"estimators": ["reinmax"], "curve_every": 0}, "curve_every must be a positive number of steps"),
 ])
 def test_a_study_file_with_a_mistake_is_refused_naming_it(tmp_path, content, message):
     with pytest.raises(StudyError, match=None) as error:

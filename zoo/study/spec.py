@@ -21,6 +21,7 @@ grid key names a setting (``tau``) or an entry of a mapping setting
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,8 +30,8 @@ from typing import Any
 import lightning as L
 import yaml
 
-from ..models import model_card
-from ..settings import NAMES, read_yaml
+from ..models import ModelCard, model_card
+from ..settings import NAMES, check, read_yaml
 
 #: The settings a study sets itself for each cell.
 STUDY_OWNED = ("model", "estimator", "seed", "output_dir", "run_name", "resume", "config", "from_pretrained")
@@ -172,13 +173,19 @@ def load_study(path: str | Path, output_dir: str | Path | None = None) -> Study:
     if isinstance(metrics, list):
         metrics = {tag: tag for tag in metrics}
     metrics = {str(tag): str(label) for tag, label in _mapping(metrics, f"{where} metrics").items()}
+    curve_every = raw.get("curve_every")
+    if curve_every is not None and not (isinstance(curve_every, int) and curve_every > 0):
+        raise StudyError(f"{where} curve_every must be a positive number of steps, got {curve_every!r}.")
+    curves = raw.get("curves", list(metrics))
+    if not isinstance(curves, list) or not all(isinstance(tag, str) for tag in curves):
+        raise StudyError(f"{where} curves must be a list of logged tags, e.g. curves: [val/accuracy].")
     study_output = Path(output_dir if output_dir is not None else raw.get("output_dir", Path("runs", "studies", name)))
     study = Study(
         path=path.resolve(), name=name, title=str(raw.get("title", name)), description=str(raw.get("description", "")),
         model=card.name, settings=settings, estimators=estimators, labels=labels, grids=grids, seeds=seeds,
         replicas=replicas, metrics=metrics, test=bool(raw.get("test", _has_test_step(card.model_class))),
-        target=_target(raw.get("target"), card, where), curves=tuple(raw.get("curves", metrics)),
-        curve_every=raw.get("curve_every"), published=_published(raw.get("published"), where),
+        target=_target(raw.get("target"), card, where), curves=tuple(curves), curve_every=curve_every,
+        published=_published(raw.get("published"), where),
         pivot=_pivot(raw.get("table"), grids, where), notes=str(raw.get("notes", "")).strip(),
         output_dir=study_output.resolve(), cells=(),
     )
@@ -223,7 +230,7 @@ def _grid(grid: Any, where: str) -> dict[str, list[Any]]:
     return grid
 
 
-def _estimators(raw: Any, shared_grid: dict[str, list[Any]], card: Any,
+def _estimators(raw: Any, shared_grid: dict[str, list[Any]], card: ModelCard,
                 where: str) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, dict[str, list[Any]]]]:
     if isinstance(raw, list):
         raw = {str(name): {} for name in raw}
@@ -245,7 +252,7 @@ def _estimators(raw: Any, shared_grid: dict[str, list[Any]], card: Any,
     return estimators, labels, grids
 
 
-def _seeds(raw: dict[str, Any], card: Any, where: str) -> tuple[tuple[int, ...], int | None]:
+def _seeds(raw: dict[str, Any], card: ModelCard, where: str) -> tuple[tuple[int, ...], int | None]:
     if "replicas" in raw:
         replicas = raw["replicas"]
         if card.replicas_option is None:
@@ -259,7 +266,7 @@ def _seeds(raw: dict[str, Any], card: Any, where: str) -> tuple[tuple[int, ...],
     return tuple(seeds), None
 
 
-def _target(raw: Any, card: Any, where: str) -> Target | None:
+def _target(raw: Any, card: ModelCard, where: str) -> Target | None:
     if raw is None:
         return None
     raw = _mapping(raw, f"{where} target")
@@ -297,7 +304,7 @@ def _has_test_step(model_class: type) -> bool:
     return model_class.test_step is not L.LightningModule.test_step
 
 
-def _cells(study: Study, card: Any) -> list[Cell]:
+def _cells(study: Study, card: ModelCard) -> list[Cell]:
     cells = []
     for estimator, own in study.estimators.items():
         grid = study.grids[estimator]
@@ -312,7 +319,12 @@ def _cells(study: Study, card: Any) -> list[Cell]:
                     settings.setdefault("model_options", {})[card.replicas_option] = study.replicas
                 else:
                     settings["seed"] = seed
-                cells.append(Cell(estimator, point, seed, settings))
+                cell = Cell(estimator, point, seed, settings)
+                try:
+                    check(copy.deepcopy(settings))  # as train.py will: types, ranges, the Trainer's arguments
+                except ValueError as error:
+                    raise StudyError(f"{study.path}: cell {cell.name}: {error}") from error
+                cells.append(cell)
     names = [cell.name for cell in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{study.path}: two cells share a name; give grid values that differ in writing.")
