@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util.tensor_util import make_ndarray
+
 from ..models import model_card
 from .cell import DONE, cell_state, read_record
 from .spec import Cell, Study, StudyError, format_value
@@ -37,9 +40,6 @@ def quality_tag(row: tuple) -> str:
 def read_scalars(run: Path) -> dict[str, Series]:
     """Every scalar in the run folder's TensorBoard events, by tag. A step logged twice (a run resumed from a
     checkpoint before it) keeps the value written last."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util.tensor_util import make_ndarray
-
     values: dict[str, dict[int, float]] = {}
     files = sorted(run.glob("events.out.tfevents.*"), key=lambda path: (int(path.name.split(".")[3]), path.name))
     for path in files:
@@ -259,7 +259,8 @@ def main_table(study: Study, rows: Rows) -> list[str]:
             cells.append("–" if value is None else f"{value:g}")
         lines.append("| " + " | ".join(cells) + " |")
     if shared:
-        lines += ["", "† measured while other cells shared the machine: the time says little of the estimator's cost."]
+        lines += ["", "† measured while other work shared the machine (other cells, or more runnable processes than "
+                      "the cell's threads): the time says little of the estimator's cost."]
     return lines
 
 
