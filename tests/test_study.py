@@ -225,3 +225,12 @@ def test_a_cell_with_a_fresh_heartbeat_is_running_and_with_a_stale_one_interrupt
 def test_cells_side_by_side_share_the_cores_and_take_a_gpu_each():
     assert cell_environment(slot=1, jobs=2, gpus=0, cores=16) == {"OMP_NUM_THREADS": "8"}
     assert cell_environment(slot=5, jobs=8, gpus=4, cores=2) == {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_the_readmes_study_and_every_benchmark_study_are_valid(tmp_path):
+    readme = (ROOT / "README.md").read_text().split("## Comparing estimators")[1]
+    (tmp_path / "readme.yaml").write_text(readme.split("```yaml\n")[1].split("```")[0])
+    studies = [tmp_path / "readme.yaml", *sorted((ROOT / "benchmarks" / "studies").glob("*.yaml"))]
+    assert len(studies) >= 6
+    for path in studies:
+        assert load_study(path, tmp_path / "runs").cells, path
