@@ -248,7 +248,7 @@ def main_table(study: Study, rows: Rows) -> list[str]:
             cells.append(spread(values, digits_for(values)))
         if study.target is not None:
             reached = steps_to(rows.curves(row, study.target.metric), study.target.value, study.target.mode)
-            cells.append(f"{reached:,}" if reached is not None else "not reached")
+            cells.append("–" if not rows.done(row) else f"{reached:,}" if reached is not None else "not reached")
         times = [((result.record or {}).get("summary") or {}).get("seconds_per_step") for result in rows.done(row)]
         times = [time for time in times if time]
         row_shared = any((result.record or {}).get("shared_machine") for result in rows.done(row))
