@@ -23,8 +23,9 @@ from .nonfinite import NonFiniteError
 from .preemption import Preempted
 
 SUMMARY_FILE = "summary.json"
-#: How a run ended: it reached its budget; a signal stopped it (resume to continue); its loss, gradients or
-#: logits stopped being finite (the result of the run, not a fault of the machine); anything else.
+#: How a run ended: it reached its budget; a signal stopped it (SIGTERM, SLURM's, Ctrl-C: resume to continue);
+#: its loss, gradients or logits stopped being finite (the result of the run, not a fault of the machine);
+#: anything else.
 FINISHED, PREEMPTED, DIVERGED, FAILED = "finished", "preempted", "diverged", "failed"
 BEST_NAME = re.compile(r"best-epoch=(?P<epoch>\d+)-step=(?P<step>\d+)\.ckpt$")
 
@@ -67,7 +68,7 @@ class RunSummary(L.Callback):
         self._write(trainer, FINISHED, None)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, Preempted):
+        if isinstance(exception, (Preempted, KeyboardInterrupt)):  # a signal: SIGTERM, SLURM's, or Ctrl-C
             status = PREEMPTED
         elif isinstance(exception, (NonFiniteError, InvalidLogitsError)):
             status = DIVERGED

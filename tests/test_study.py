@@ -106,6 +106,22 @@ def test_a_study_stops_continues_and_reports_the_values_its_runs_logged(tmp_path
     assert (study.output_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+class CtrlCInFirstCell(L.Callback):
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == 10:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_the_study_not_only_its_cell(tmp_path):
+    study = load_study(write_study(tmp_path, estimators=["reinmax", "st"]), tmp_path / "runs")
+    try:
+        assert run_study(study, callbacks=[CtrlCInFirstCell()]) == 143
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
+    assert [cell_state(study, cell).status for cell in study.cells] == ["interrupted", "pending"]
+    assert read_summary(study.run_folder(study.cells[0]))["status"] == "preempted"
+
+
 def test_seeds_trained_as_replicas_are_reported_as_seeds_in_a_pivot_table(tmp_path):
     path = write_study(tmp_path, estimators=["reinmax"], grid={"pnorm": [2.0]}, replicas=3,
                        metrics={"train/expected_loss": "loss"}, table={"columns": "pnorm"},
