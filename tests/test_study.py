@@ -250,3 +250,10 @@ def test_the_readmes_study_and_every_benchmark_study_are_valid(tmp_path):
     assert len(studies) >= 6
     for path in studies:
         assert load_study(path, tmp_path / "runs").cells, path
+
+
+def test_a_fine_tuning_study_names_its_folders_by_the_releases_data(tmp_path):
+    (tmp_path / "study.yaml").write_text("model: vae\nsettings: {from_pretrained: vae-fashion-mnist-reinmax}\n"
+                                         "estimators: {st: {tau: 1.0}}\n")
+    study = load_study(tmp_path / "study.yaml", tmp_path / "runs")
+    assert study.run_folder(study.cells[0]) == tmp_path / "runs" / "vae-fashion-mnist-st" / "seed0"

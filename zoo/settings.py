@@ -239,6 +239,11 @@ def resolve(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
         added = key_values(flags.get(dest, []), DECLARED[name].option(name))
         if added:
             explicit[name] = {**from_file.get(name, {}), **added}
+    return resolve_values(explicit)
+
+
+def resolve_values(explicit: dict[str, Any]) -> Settings:
+    """The run's settings from the ones given, as a ``--config`` file holds them (checked here)."""
     check(explicit)
     settings = Settings(**explicit)
     if settings.from_pretrained:

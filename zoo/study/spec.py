@@ -31,10 +31,10 @@ import lightning as L
 import yaml
 
 from ..models import ModelCard, model_card
-from ..settings import NAMES, check, read_yaml
+from ..settings import NAMES, read_yaml, resolve_values
 
 #: The settings a study sets itself for each cell.
-STUDY_OWNED = ("model", "estimator", "seed", "output_dir", "run_name", "resume", "config", "from_pretrained")
+STUDY_OWNED = ("model", "estimator", "seed", "output_dir", "run_name", "resume", "config")
 #: Where a cell runs: on one device, always. Several GPUs run several cells (``--jobs``); a cell launching
 #: processes of its own would run the study's command again in each.
 ONE_DEVICE = ("devices", "strategy")
@@ -56,6 +56,7 @@ class Cell:
     point: tuple[tuple[str, Any], ...]  # the grid's (key, value) pairs, the estimator's own grid included
     seed: int | None  # None when the run trains every seed as a replica
     settings: dict[str, Any] = field(compare=False, hash=False)  # the run's settings, as a --config file
+    data: str = field(default="", compare=False)  # the data set they resolve to (train.py names the folder by it)
 
     @property
     def run_name(self) -> str:
@@ -127,8 +128,7 @@ class Study:
 
     def run_folder(self, cell: Cell) -> Path:
         """Where ``train.py`` writes the cell's run (its ``--output-dir``, then MODEL-DATA-ESTIMATOR/RUN_NAME)."""
-        data = cell.settings.get("data") or model_card(self.model).recipe.data
-        return self.output_dir / f"{self.model}-{data}-{cell.estimator}" / cell.run_name
+        return self.output_dir / f"{self.model}-{cell.data}-{cell.estimator}" / cell.run_name
 
     def axis_keys(self) -> list[str]:
         """Every grid key of any estimator, in the order first given."""
@@ -320,11 +320,11 @@ def _cells(study: Study, card: ModelCard) -> list[Cell]:
                 else:
                     settings["seed"] = seed
                 cell = Cell(estimator, point, seed, settings)
-                try:
-                    check(copy.deepcopy(settings))  # as train.py will: types, ranges, the Trainer's arguments
+                try:  # as train.py will: types, ranges, the Trainer's arguments, a release's data
+                    resolved = resolve_values(copy.deepcopy(settings))
                 except ValueError as error:
                     raise StudyError(f"{study.path}: cell {cell.name}: {error}") from error
-                cells.append(cell)
+                cells.append(replace(cell, data=resolved.data))
     names = [cell.name for cell in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{study.path}: two cells share a name; give grid values that differ in writing.")
