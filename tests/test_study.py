@@ -131,8 +131,10 @@ def test_seeds_trained_as_replicas_are_reported_as_seeds_in_a_pivot_table(tmp_pa
     assert run_study(study) == 0
     ends = [logged(study.run_folder(study.cells[0]), f"train/expected_loss/replica_{index}")[-1][1]
             for index in range(3)]
-    text = write_report(study)
+    text = write_report(study, tmp_path / "RESULTS.md")
     assert "| estimator | pnorm = 2.0 |" in text and "| optimum | 0.2025 |" in text
+    assert (tmp_path / "RESULTS.md").read_text() == f"<!-- study study -->\n{text}<!-- end study study -->\n"
+    assert "(results/studies/study.png)" in text and (tmp_path / "results" / "studies" / "study.png").is_file()
     assert f"| reinmax | {statistics.mean(ends):.4f} ± {statistics.stdev(ends):.4f} |" in text
 
 

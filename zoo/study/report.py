@@ -442,13 +442,13 @@ def _shown_path(path: Path) -> str:
 def write_report(study: Study, results_file: Path | None = None) -> str:
     """Print the report and write it, its JSON and its plot beside the runs; with ``results_file``, replace the
     study's section there (between ``<!-- study NAME -->`` and ``<!-- end study NAME -->``) and put the plot in
-    ``studies/`` beside it."""
+    ``results/studies/`` beside it."""
     results = collect(study)
     if not any(result.record or result.scalars for result in results):
         raise StudyError(f"no cell of {study.name!r} has run yet under {study.output_dir}; run "
                          f"`python -m zoo.study run {_shown_path(study.path)}` first.")
     study.output_dir.mkdir(parents=True, exist_ok=True)
-    plot_path = plot(study, Rows(study, results), (results_file.parent / "studies" / f"{study.name}.png")
+    plot_path = plot(study, Rows(study, results), (results_file.parent / "results" / "studies" / f"{study.name}.png")
                      if results_file else study.output_dir / REPORT_PLOT)
     link = None
     if plot_path is not None:
