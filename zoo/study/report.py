@@ -324,14 +324,31 @@ def curve_tables(study: Study, rows: Rows) -> list[str]:
             value = means[row].get(step)
             return "–" if value is None else f"{value:.{digits}f}"
 
+        epochs = epoch_ends(study, rows, steps)
+        unit = "epoch" if epochs else "step"
+        points = [f"{epochs[step]:,}" if epochs else f"{step:,}" for step in steps]
         if len(steps) <= 10:
-            lines += ["| | " + " | ".join(f"step {step:,}" for step in steps) + " |", "|---|" + "--:|" * len(steps)]
+            lines += ["| | " + " | ".join(f"{unit} {point}" for point in points) + " |", "|---|" + "--:|" * len(steps)]
             lines += ["| " + name + " | " + " | ".join(cell(row, step) for step in steps) + " |"
                       for name, row in zip(names, rows.groups)]
         else:
-            lines += ["| step | " + " | ".join(names) + " |", "|--:|" + "--:|" * len(names)]
-            lines += [f"| {step:,} | " + " | ".join(cell(row, step) for row in rows.groups) + " |" for step in steps]
+            lines += [f"| {unit} | " + " | ".join(names) + " |", "|--:|" + "--:|" * len(names)]
+            lines += [f"| {point} | " + " | ".join(cell(row, step) for row in rows.groups) + " |"
+                      for point, step in zip(points, steps)]
     return lines
+
+
+def epoch_ends(study: Study, rows: Rows, steps: list[int]) -> dict[int, int]:
+    """For a study whose budget is in epochs, each of ``steps`` as the epoch it ends (1 for the first), read from
+    the ``epoch`` Lightning logs beside every point; {} where the budget is in steps or the steps are not epochs'."""
+    if not study.cells[0].by_epochs:
+        return {}
+    done = [result for group in rows.groups.values() for result in group if result.done]
+    logged = dict(done[0].scalars.get("epoch", [])) if done else {}
+    epochs = [logged.get(step) for step in steps]
+    if None in epochs or any(later <= earlier for earlier, later in zip(epochs, epochs[1:])):
+        return {}
+    return {step: int(epoch) + 1 for step, epoch in zip(steps, epochs)}
 
 
 def describe_row(study: Study, rows: Rows, row: tuple) -> str:

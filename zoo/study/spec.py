@@ -57,6 +57,7 @@ class Cell:
     seed: int | None  # None when the run trains every seed as a replica
     settings: dict[str, Any] = field(compare=False, hash=False)  # the run's settings, as a --config file
     data: str = field(default="", compare=False)  # the data set they resolve to (train.py names the folder by it)
+    by_epochs: bool = field(default=False, compare=False)  # whether its budget is epochs (else steps)
 
     @property
     def run_name(self) -> str:
@@ -324,7 +325,8 @@ def _cells(study: Study, card: ModelCard) -> list[Cell]:
                     resolved = resolve_values(copy.deepcopy(settings))
                 except ValueError as error:
                     raise StudyError(f"{study.path}: cell {cell.name}: {error}") from error
-                cells.append(replace(cell, data=resolved.data))
+                by_epochs = resolved.max_epochs not in (None, -1) and resolved.max_steps in (None, -1)
+                cells.append(replace(cell, data=resolved.data, by_epochs=by_epochs))
     names = [cell.name for cell in cells]
     if len(set(names)) != len(names):
         raise StudyError(f"{study.path}: two cells share a name; give grid values that differ in writing.")
