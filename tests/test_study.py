@@ -103,6 +103,7 @@ def test_a_study_stops_continues_and_reports_the_values_its_runs_logged(tmp_path
                                                           "grad_quality/ESTIMATOR/cosine"]
     for axis in figure.axes:  # a curve and a band per estimator, in each panel
         assert len(axis.lines) == 2 and len(axis.collections) == 2
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["reinmax", "ST"]
     assert (study.output_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

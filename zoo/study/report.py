@@ -357,36 +357,46 @@ def describe_row(study: Study, rows: Rows, row: tuple) -> str:
 
 
 def draw(study: Study, rows: Rows) -> Any:
-    """A matplotlib figure: one panel a curve (each row's mean over seeds, a band of ± one std), and one of the
-    gradient's cosine to the true one where the runs logged it; None if there is nothing to draw."""
+    """A matplotlib figure: a panel for each curve at each grid point, each estimator's mean over seeds in its
+    own colour with a band of ± one std; and at each grid point a panel of the training estimator's cosine to
+    the true gradient where the runs logged it. None if there is nothing to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(study.metrics.get(tag, tag), tag, lambda row, tag=tag: tag)
-              for tag in study.curves if any(rows.curves(row, tag) for row in rows.groups)]
-    if any(rows.curves(row, quality_tag(row)) for row in rows.groups):
-        panels.append(("the training estimator's gradient: cosine to the true one", QUALITY_TAG, quality_tag))
+    points = list(dict.fromkeys(point for _, point in rows.groups))
+    panels = [(study.metrics.get(tag, tag), tag, point, lambda row, tag=tag: tag)
+              for tag in study.curves for point in points
+              if any(rows.curves(row, tag) for row in rows.groups if row[1] == point)]
+    panels += [("the training estimator's gradient: cosine to the true one", QUALITY_TAG, point, quality_tag)
+               for point in points if any(rows.curves(row, quality_tag(row)) for row in rows.groups if row[1] == point)]
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for axis, (title, label, tag_of) in zip(axes[0], panels):
-        for index, row in enumerate(rows.groups):
-            steps, means, stds = mean_curve(rows.curves(row, tag_of(row)))
+    columns = min(3, len(panels))
+    lines = -(-len(panels) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(5.5 * columns, 3.8 * lines + 0.6), squeeze=False)
+    colours = {estimator: f"C{index % 10}" for index, estimator in enumerate(study.estimators)}
+    handles: dict[str, Any] = {}
+    for axis, (title, label, point, tag_of) in zip(axes.flat, panels):
+        for row in rows.groups:
+            steps, means, stds = mean_curve(rows.curves(row, tag_of(row))) if row[1] == point else ([], [], [])
             if not steps:
                 continue
-            colour = f"C{index % 10}"
-            axis.plot(steps, means, color=colour, label=describe_row(study, rows, row), linewidth=1.4)
+            colour = colours[row[0]]
+            (handles[rows.label(row)],) = axis.plot(steps, means, color=colour, label=rows.label(row), linewidth=1.4)
             axis.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                               color=colour, alpha=0.2, linewidth=0)
-        axis.set_title(title, fontsize=10)
+        where = ", ".join(f"{key.rpartition('.')[2]} {format_value(value)}" for key, value in point)
+        axis.set_title(title + (f" ({where})" if where else ""), fontsize=10)
         axis.set_xlabel("step")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=9)
     figure.suptitle(f"{study.title}: mean over seeds, band ± 1 std", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.06 if lines == 1 else 0.03, 1, 1))
     return figure
 
 
