@@ -224,7 +224,7 @@ def main_table(study: Study, rows: Rows) -> list[str]:
         if any_best:
             columns.append((f"{label} (best ckpt)", ("best", tag)))
     if study.test:
-        columns += [(f"{card.test_metric}, best ckpt", ("test", "best")), (f"{card.test_metric}, last ckpt",
+        columns += [(f"{card.test_metric} (best ckpt)", ("test", "best")), (f"{card.test_metric} (last ckpt)",
                                                                           ("test", "last"))]
     header = ["estimator", *[key.rpartition(".")[2] for key in axes], "seeds", *[name for name, _ in columns]]
     if study.target is not None:
