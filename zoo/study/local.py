@@ -2,9 +2,9 @@
 
 With ``jobs`` > 1 each cell is a process of its own (``python -m zoo.study cell``)
 with its share of the CPU threads and, on a machine with GPUs, one GPU; its output
-goes to ``cell.log`` in its folder. SIGTERM (or SLURM's signal, when the whole study
-runs in one job) reaches every cell, which checkpoints and stops; the study then
-exits with 143 like ``train.py``, and running it again continues where it stopped.
+goes to ``cell.log`` in its folder. SIGTERM or Ctrl-C reaches every cell, which
+checkpoints and stops; the study then exits with 143 like ``train.py``, and running it
+again continues where it stopped.
 """
 
 from __future__ import annotations
@@ -123,13 +123,14 @@ def _run_in_processes(study: Study, todo: list[Cell], jobs: int, progress: Progr
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     running: dict[int, tuple[Cell, subprocess.Popen, float]] = {}
     signalled = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: signalled.append(number))
+    previous = {number: signal.signal(number, lambda number, frame: signalled.append(number))
+                for number in (signal.SIGTERM, signal.SIGINT)}
     queue = list(todo)
     try:
         while queue or running:
-            if signalled:
+            if signalled:  # SIGTERM, or Ctrl-C (which the terminal sends the cells too): each checkpoints and stops
                 for _, process, _ in running.values():
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(signalled[0])
                 for _, process, _ in running.values():
                     process.wait()
                 return True
@@ -148,7 +149,8 @@ def _run_in_processes(study: Study, todo: list[Cell], jobs: int, progress: Progr
                     progress.ended(cell, cell_state(study, cell), time.monotonic() - start)
             time.sleep(0.2)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return False
 
 
