@@ -82,8 +82,10 @@ def _still_to_run(study: Study, cell: Cell, say: Callable[[str], None]) -> bool:
 def run_study(study: Study, jobs: int = 1, callbacks: Sequence[Any] = (), say: Callable[[str], None] = print) -> int:
     """Run every cell that is not done; 0 when all are, 143 if stopped by a signal, else 1."""
     todo = cells_to_run(study, say)
-    done = len(study.cells) - len(todo)
-    say(f"study {study.name}: {len(study.cells)} cells, {done} done, {len(todo)} to run"
+    done = sum(cell_state(study, cell).done for cell in study.cells)
+    elsewhere = len(study.cells) - done - len(todo)
+    say(f"study {study.name}: {len(study.cells)} cells, {done} done, "
+        + (f"{elsewhere} running elsewhere, " if elsewhere else "") + f"{len(todo)} to run"
         + (f", {jobs} at a time" if jobs > 1 and len(todo) > 1 else "") + f"; runs under {study.output_dir}")
     progress = Progress(len(todo), jobs, say)
     if jobs == 1:
