@@ -14,6 +14,7 @@ import json
 import math
 import os
 import statistics
+import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,7 +376,11 @@ def draw(study: Study, rows: Rows) -> Any:
         return None
     columns = min(3, len(panels))
     lines = -(-len(panels) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(5.5 * columns, 3.8 * lines + 0.6), squeeze=False)
+    names = list(dict.fromkeys(rows.label(row) for row in rows.groups))
+    legend_columns = min(len(names), 3 * columns)
+    legend_height = 0.3 * -(-len(names) // legend_columns) + 0.2  # inches below the panels
+    width, height = max(5.5 * columns, 8.0), 3.8 * lines + 0.5 + legend_height
+    figure, axes = plt.subplots(lines, columns, figsize=(width, height), squeeze=False)
     colours = {estimator: f"C{index % 10}" for index, estimator in enumerate(study.estimators)}
     handles: dict[str, Any] = {}
     for axis, (title, label, point, tag_of) in zip(axes.flat, panels):
@@ -394,9 +399,10 @@ def draw(study: Study, rows: Rows) -> Any:
         axis.grid(alpha=0.3)
     for axis in axes.flat[len(panels):]:
         axis.set_visible(False)
-    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=9)
-    figure.suptitle(f"{study.title}: mean over seeds, band ± 1 std", fontsize=11)
-    figure.tight_layout(rect=(0, 0.06 if lines == 1 else 0.03, 1, 1))
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=legend_columns, fontsize=9)
+    figure.suptitle(textwrap.fill(f"{study.title}: mean over seeds, band ± 1 std", width=int(11 * width)),
+                    fontsize=11)
+    figure.tight_layout(rect=(0, legend_height / height, 1, 1))
     return figure
 
 
