@@ -29,7 +29,7 @@ from .spec import Study, StudyError, load_study
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo.study", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="The study file's format: zoo/study/spec.py, or README's "
+                                     epilog="The study file's keys: docs/studies.md; an example: the README's "
                                             "'Comparing estimators'.")
     commands = parser.add_subparsers(dest="command", required=True)
 
