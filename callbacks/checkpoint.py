@@ -231,6 +231,14 @@ def _reset_current(progress: dict[str, Any]) -> None:
             _reset_current(value)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a hidden file beside ``path``, then rename it into place: a reader (another process,
+    a later run) sees the old content or the new, never half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """``target`` with ``source``'s content: a hard link where the file system has them, else a copy."""
     partial = target.with_name(f".{target.name}.partial")

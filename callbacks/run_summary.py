@@ -8,7 +8,6 @@ line. A run resumed several times keeps one file: the training time and steps of
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import lightning as L
 
 from zoo.estimators import InvalidLogitsError
 
-from .checkpoint import RunCheckpoints
+from .checkpoint import RunCheckpoints, write_text_atomically
 from .nonfinite import NonFiniteError
 from .preemption import Preempted
 
@@ -96,10 +95,8 @@ class RunSummary(L.Callback):
         }
         summary["seconds_per_step"] = (summary["training_seconds"] / summary["timed_steps"]
                                        if summary["timed_steps"] else None)
-        partial = self.run / f".{SUMMARY_FILE}.partial"
         self.run.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(partial, self.run / SUMMARY_FILE)
+        write_text_atomically(self.run / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
         print(summary_line(summary), flush=True)
 
     def _best(self) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ import lightning as L
 import torch
 import yaml
 
+from callbacks.checkpoint import write_text_atomically
+
 from .evaluate import EVALUATION_SEED, FIRST_BATCHES, measure
 from .models import get_model_class, model_card
 from .models._heat_map import save_png
@@ -171,9 +173,7 @@ def write_entry(manifest: Path, name: str, entry: dict[str, Any]) -> None:
     document = manifest_document(manifest)
     document["releases"][name] = entry
     document["releases"] = dict(sorted(document["releases"].items()))
-    partial = manifest.with_name(f".{manifest.name}.partial")
-    partial.write_text(json.dumps(document, indent=1) + "\n")
-    os.replace(partial, manifest)
+    write_text_atomically(manifest, json.dumps(document, indent=1) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

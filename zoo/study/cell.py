@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import yaml
 
+from callbacks.checkpoint import write_text_atomically
 from callbacks.preemption import EXIT_STATUS
 from callbacks.run_summary import DIVERGED, FAILED, FINISHED, PREEMPTED, read_summary
 
@@ -129,9 +130,7 @@ def run_cell(study: Study, cell: Cell, callbacks: Sequence[Any] = (), shared_mac
         "threads": threads, "torch": torch.__version__,
         "command": f"python train.py --config {config} --resume auto",
     }
-    partial = folder / f".{CELL_RECORD}.partial"
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, folder / CELL_RECORD)
+    write_text_atomically(folder / CELL_RECORD, json.dumps(record, indent=1) + "\n")
     return CellState(status, reason or "")
 
 

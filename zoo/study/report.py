@@ -23,6 +23,8 @@ from typing import Any
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util.tensor_util import make_ndarray
 
+from callbacks.checkpoint import write_text_atomically
+
 from ..models import model_card
 from .cell import DONE, cell_state, read_record
 from .spec import Cell, Study, StudyError, format_value
@@ -511,7 +513,5 @@ def replace_section(path: Path, name: str, text: str) -> None:
         content = before + block + after.removeprefix("\n")
     else:
         content = content.rstrip("\n") + ("\n\n" if content else "") + block
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(content)
-    os.replace(partial, path)
+    write_text_atomically(path, content)
 
