@@ -163,8 +163,7 @@ class Rows:
             self.groups.setdefault(result.cell.row, []).append(result)
 
     def label(self, row: tuple) -> str:
-        estimator, point = row
-        return self.study.labels[estimator]
+        return self.study.labels[row[0]]
 
     def values(self, row: tuple, tag: str, where: str) -> list[float | None]:
         """Per seed of the row: ``tag`` at the end of the run or at its best checkpoint."""
