@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import Precision
 
 from callbacks.checkpoint import AtomicCheckpointIO, RunCheckpoints
+from callbacks.compiling import CompiledTraining
 from callbacks.gradient_quality import GradientQuality
 from callbacks.images import GenerativeImageModel, ReconstructionImages
 from callbacks.nonfinite import NonFiniteGuard
@@ -77,6 +78,8 @@ def build_trainer(settings: Settings, run: Path, model: L.LightningModule, callb
                                              seed=settings.seed, **settings.grad_quality))
         except TypeError as error:
             raise ValueError(f"bad grad_quality option: {error}") from error
+    if settings.compile:
+        callbacks.append(CompiledTraining(settings.compile))
     if settings.tau_schedule != "constant":
         callbacks.append(TemperatureSchedule(settings.tau, settings.tau_end, settings.tau_schedule,
                                              settings.tau_duration, settings.tau_interval))

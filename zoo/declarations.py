@@ -31,6 +31,7 @@ class Kind:
     parse: Callable[[str], Any] = str  # the flag's argparse type; its own error names the flag
     choices: tuple[str, ...] | None = None
     normalize: Callable[[Any], Any] | None = None  # what a valid value becomes, e.g. a YAML integer a float
+    bare: str | None = None  # what the flag means given without a value (``--compile``); None: it needs one
 
 
 def positive_int(text: str) -> int:
@@ -85,6 +86,13 @@ def _devices(value: Any) -> bool:
     if "," in text:
         return all(part.strip().isdigit() for part in text.split(","))
     return text.isdigit() and int(text) >= 1
+
+
+def switch_or_choice(bare: str, *values: str) -> Kind:
+    """Off (``false``), on (``true``, or the flag alone: ``bare``), or one of ``values`` by name."""
+    return Kind(lambda value: isinstance(value, bool) or value in values,
+                f"true, false or one of {', '.join(values)}", choices=values,
+                normalize=lambda value: (bare if value else None) if isinstance(value, bool) else value, bare=bare)
 
 
 COUNT = integer(1, parse=positive_int)

@@ -29,6 +29,7 @@ from typing import Any
 import lightning as L
 import yaml
 
+from callbacks.compiling import COMPILERS
 from datamodules.families import valid_data
 
 from .declarations import (
@@ -50,8 +51,9 @@ from .declarations import (
     help_text,
     number,
     setting,
+    switch_or_choice,
 )
-from .models import model_card
+from .models import OPTIMIZERS, model_card
 from .option_types import check_option_types
 from .pretrained import get_release
 
@@ -84,7 +86,7 @@ class Settings:
     tau_duration: int | None = setting(None, COUNT, "the steps (or epochs) a schedule takes")
     tau_interval: str = setting("step", choice("step", "epoch"), "schedule per step or per epoch")
     num_samples: int | None = setting(None, COUNT, "loss evaluations per example and step", group="model")
-    optimizer: str | None = setting(None, choice("adam", "radam"), "the optimizer", group="model")
+    optimizer: str | None = setting(None, choice(*OPTIMIZERS), "the optimizer", group="model")
     lr: float | None = setting(None, number(0), "the learning rate", group="model")
     genotype: str | None = setting(None, STRING, "the NATS-Bench architecture string nas-net trains, e.g. "
                                    "'|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
@@ -104,6 +106,10 @@ class Settings:
     strategy: str = setting("auto", STRING, "auto, ddp, ddp_spawn or another of Lightning's strategies",
                             defines_run=False)
     precision: str = setting("32-true", STRING, "32-true, bf16-mixed, 16-mixed or another of Lightning's precisions")
+    compile: str | None = setting(None, switch_or_choice("inductor", *COMPILERS),
+                                  "compile the model's loss and the optimizer's update with torch.compile; "
+                                  "--compile alone: inductor; aot_eager or eager find which layer a compiler "
+                                  "problem is in", metavar="BACKEND", defines_run=False)
     # Run folders, checkpoints and preemption.
     output_dir: str = setting("runs", STRING, "the folder runs are written under",
                               path=folder("the folder runs are written under"), defines_run=False)

@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(option, action="append", metavar="KEY=VALUE", dest=declaration.dest(name),
                                 help=f"{text} (repeatable)")
         else:
+            bare = {"nargs": "?", "const": declaration.kind.bare} if declaration.kind.bare is not None else {}
             parser.add_argument(option, help=text, type=declaration.kind.parse, choices=declaration.kind.choices,
-                                metavar=declaration.metavar)
+                                metavar=declaration.metavar, **bare)
     return parser
 
 

@@ -42,6 +42,8 @@ class Estimator(nn.Module):
     family: ClassVar[str] = ""
     #: Whether it handles only binary variables, logits ``(..., 2)``.
     binary_only: ClassVar[bool] = False
+    #: Why ``torch.compile`` cannot capture it in one graph (None: it can, with ``fullgraph=True``).
+    graph_break: ClassVar[str | None] = None
 
     def __init__(self, *, validate_args: bool = True) -> None:
         super().__init__()
@@ -92,10 +94,10 @@ class Estimator(nn.Module):
         """
         if not self.validate_args:
             return
-        if self._deferred_flag is None:
-            check_probabilities(probs, self.name)
-        else:
+        if self._deferred_flag is not None:
             self._deferred_flag.logical_or_(invalid_rows(probs).any())
+        elif not torch.compiler.is_compiling():
+            check_probabilities(probs, self.name)
 
     def defer_checks(self, flag: Tensor | None) -> None:
         """Record logits without a distribution in ``flag`` (a boolean scalar) instead of raising.

@@ -1,7 +1,7 @@
 """Fast categorical numerics shared by every estimator.
 
 Everything here works on the last axis of a float32 (or float64) tensor and is
-called without autograd. Two facts about the CPU kernels shape the code:
+called without autograd. Two facts about the eager CPU kernels shape the code:
 
 * ``torch.softmax`` over a short last axis (C <= 16) is several times slower than
   the same maths written as ``exp(x - max) / sum``, and for C = 2 a single
@@ -9,6 +9,10 @@ called without autograd. Two facts about the CPU kernels shape the code:
 * ``torch.multinomial`` costs tens of milliseconds for large batches; one uniform
   draw per row located among the cumulative probabilities (inverse CDF) gives
   the same distribution at a fraction of the cost.
+
+Under ``torch.compile`` the plain formulations are used instead: the compiler fuses
+whichever it is given, and a choice by the number of classes would make a graph for
+each (ListOps' parser, whose pairs are its classes, would be compiled again and again).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _EINSUM_DOT_MIN_ELEMENTS = 1 << 22
 def softmax(logits: Tensor, tau: float = 1.0) -> Tensor:
     """``softmax(logits / tau, -1)``, using the fastest formulation for the shape."""
     num_classes = logits.shape[-1]
+    if torch.compiler.is_compiling():
+        return torch.softmax(logits if tau == 1.0 else logits / tau, dim=-1)
     if num_classes == 2:
         first = torch.sigmoid((logits[..., 0] - logits[..., 1]).mul_(1.0 / tau))
         return torch.stack((first, 1.0 - first), dim=-1)
@@ -53,6 +59,8 @@ def row_dot(a: Tensor, b: Tensor, scratch: Tensor | None = None) -> Tensor:
     ``scratch``, a tensor of the broadcast shape, receives the element-wise
     product when one is formed, so that no new full-size tensor is allocated.
     """
+    if torch.compiler.is_compiling():
+        return (a * b).sum(dim=-1, keepdim=True)
     if a.shape[-1] == 2:  # a reduction over two elements is slow; two products are not
         return torch.addcmul(a[..., :1] * b[..., :1], a[..., 1:], b[..., 1:])
     if not a.is_cuda and max(a.numel(), b.numel()) >= _EINSUM_DOT_MIN_ELEMENTS:
@@ -77,7 +85,7 @@ def sample_categorical(probs: Tensor) -> tuple[Tensor, Tensor]:
     past the last class with positive probability.
     """
     uniform = torch.rand(probs.shape[:-1], dtype=probs.dtype, device=probs.device)
-    if probs.shape[-1] == 2:
+    if probs.shape[-1] == 2 and not torch.compiler.is_compiling():
         second = uniform < probs[..., 1]
         one_hot = torch.stack((~second, second), dim=-1).to(probs.dtype)
         return one_hot, second.unsqueeze(-1).long()

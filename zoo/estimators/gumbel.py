@@ -126,24 +126,25 @@ class GumbelRaoMonteCarlo(PathwiseEstimator):
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor | None, ...]]:
         probs = self.probabilities(logits)
         sample, index = sample_categorical(probs)
-        # Drawn from the global generator, so torch.manual_seed fixes the estimate.
-        seed = torch.randint(1 << 62, ())
+        # Drawn from the global generator, so torch.manual_seed fixes the estimate. A compiled graph cannot
+        # seed a generator of its own (nor read the seed on the host): there backward draws from the global one.
+        seed = None if torch.compiler.is_compiling() else torch.randint(1 << 62, ())
         return sample, probs, (probs, index, seed)
 
     def logits_grad(self, saved, tau, grad_sample, grad_probs):
         probs, index, seed = saved
         if grad_sample is None:
             return softmax_vjp(probs, grad_probs)
-        noise = self._noise_chunks(probs, int(seed))
+        noise = self._noise_chunks(probs, None if seed is None else int(seed))
         grad = conditional_gumbel_vjp_sum(probs, index, grad_sample, tau, noise)
         grad.mul_(1.0 / (tau * self.num_gumbel_samples))
         if grad_probs is not None:
             grad += softmax_vjp(probs, grad_probs)
         return grad
 
-    def _noise_chunks(self, probs: Tensor, seed: int) -> Iterator[Tensor]:
-        generator = torch.Generator(device=probs.device)
-        generator.manual_seed(seed)
+    def _noise_chunks(self, probs: Tensor, seed: int | None) -> Iterator[Tensor]:
+        """The K draws' noise, in chunks, from a generator seeded with ``seed`` (None: the global one)."""
+        generator = None if seed is None else torch.Generator(device=probs.device).manual_seed(seed)
         chunk = self.chunk_size or max(1, self._CHUNK_ELEMENTS // max(1, probs.numel()))
         for start in range(0, self.num_gumbel_samples, chunk):
             count = min(chunk, self.num_gumbel_samples - start)

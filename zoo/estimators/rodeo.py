@@ -120,6 +120,8 @@ class RODEO(ScoreFunctionEstimator):
     """
 
     binary_only = True
+    graph_break = ("rodeo differentiates the loss with respect to its samples inside the forward pass "
+                   "(torch.autograd.grad), which torch.compile does not capture")
 
     def __init__(self, *, hidden_size: int = 100, validate_args: bool = True) -> None:
         if not isinstance(hidden_size, int) or hidden_size < 1:

@@ -4,7 +4,7 @@ Importing this package imports every model file, which registers its model with 
 :class:`ModelCard`; :func:`list_models` and :func:`model_card` read the registry.
 """
 
-from ._building import build_estimator, estimator_at, make_optimizer
+from ._building import OPTIMIZERS, build_estimator, estimator_at, make_optimizer
 from ._logging import logger_writes_this_step
 from ._probe import GradientProbe
 from ._registry import ModelCard, Recipe, get_model_class, list_models, markdown_table, model_card, register_model
@@ -25,6 +25,7 @@ __all__ = [
     "MoEClassifier",
     "ModelCard",
     "NASNet",
+    "OPTIMIZERS",
     "PolynomialProgramming",
     "Recipe",
     "build_estimator",

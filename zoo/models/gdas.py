@@ -27,7 +27,7 @@ import math
 import shlex
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,12 +35,15 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from ._building import build_estimator
+from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
 from ._heat_map import labelled_heat_map
 from ._registry import Recipe, register_model
 from .nats.genotype import EDGES, OPERATIONS, Genotype
 from .nats.network import SearchCell, TopologyNetwork
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 #: GDAS's final temperature; an estimator with a higher lower bound ends at its bound.
 GDAS_TAU_END = 0.1
@@ -111,12 +114,21 @@ class GDASSearch(Classifier):
         """Class logits of ``images`` under a fresh sample of the architecture."""
         return self.network(images, *self.sample())
 
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: nothing of the network, which stays eager (the note says why)."""
+        compile.leave_eager("gdas: the network stays eager. Each cell runs the operations the sample chose, read "
+                            "on the host, so a compiled cell would be compiled again for each of its 5^6 choices; "
+                            "its stem, head and residual blocks alone take a small share of a step and, compiled "
+                            "apart, exceed torch's limit of 8 graphs a function.")
+
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         hparams = self.hparams
-        weights = torch.optim.SGD(self.network.parameters(), lr=hparams.lr, momentum=hparams.momentum,
-                                  weight_decay=hparams.weight_decay, nesterov=True)
-        architecture = torch.optim.Adam([self.alpha], lr=hparams.arch_lr, betas=tuple(hparams.arch_betas),
-                                        weight_decay=hparams.arch_weight_decay)
+        # Not fused: torch's fused SGD fails once parameters have momentum of different ages, as those of
+        # operations sampled for the first time do.
+        weights = make_optimizer("sgd", self.network.parameters(), hparams.lr, momentum=hparams.momentum,
+                                 weight_decay=hparams.weight_decay, nesterov=True, fused=False)
+        architecture = make_optimizer("adam", [self.alpha], hparams.arch_lr, betas=tuple(hparams.arch_betas),
+                                      weight_decay=hparams.arch_weight_decay)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=epochs, eta_min=hparams.lr_end)
         return [weights, architecture], [cosine]

@@ -24,7 +24,7 @@ to see the value and the tree a trained parser gives.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,9 @@ from datamodules.listops.expressions import TOKEN_IDS, VOCABULARY, model_tokens
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
 from ._registry import Recipe, register_model
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 
 def mask_scores(scores: Tensor, valid: Tensor) -> Tensor:
@@ -138,29 +141,43 @@ class ListOpsParser(Classifier):
         batch = torch.arange(len(tokens), device=tokens.device)
         choices = []
         for step in range(tokens.shape[1] - 1):
-            pairs = candidates.shape[1]
-            remaining = lengths - 1 - step  # pairs still to merge in each sequence
-            valid = torch.arange(pairs, device=tokens.device) < remaining.unsqueeze(1)
-            scores = candidates[..., : self.hparams.hidden_size] @ self.query / math.sqrt(self.hparams.hidden_size)
-            # A finished sequence merges nothing: its all-zero row keeps every node in place.
-            select = self.select(mask_scores(scores, valid)) * (remaining > 0).unsqueeze(1)
-            before = 1 - select.cumsum(-1)
-            after = 1 - before - select
-            merged = (
-                before.unsqueeze(-1) * nodes[:, :-1]
-                + select.unsqueeze(-1) * candidates
-                + after.unsqueeze(-1) * nodes[:, 1:]
-            )
-            chosen = select.argmax(-1)
-            choices.append(chosen.masked_fill(remaining <= 0, -1))
-            if pairs > 1:
-                if self.hparams.recompute_candidates:
-                    candidates = self.cell(merged[:, :-1], merged[:, 1:])
-                else:
-                    candidates = self._update_candidates(candidates, merged, select, before, after, chosen, batch)
-            nodes = merged
+            nodes, candidates, chosen = self.merge(nodes, candidates, lengths - 1 - step, batch)
+            choices.append(chosen)
         choices_tensor = torch.stack(choices, 1) if choices else tokens.new_zeros(len(tokens), 0)
         return nodes[:, 0], choices_tensor
+
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: one merge, for any batch and number of pairs (dynamic shapes).
+
+        The loop over merges stays in Python: it runs as many times as the batch's
+        longest expression has tokens, so a graph of the whole parse would be compiled
+        again for every length.
+        """
+        self.merge = compile(self.merge, dynamic=True)
+
+    def merge(self, nodes: Tensor, candidates: Tensor, remaining: Tensor,
+              batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One merge in each sequence with ``remaining`` pairs still to merge: the new nodes, the next step's
+        candidates and the pair merged (−1 in a finished sequence). ``batch`` is ``arange(B)``."""
+        pairs = candidates.shape[1]
+        valid = torch.arange(pairs, device=nodes.device) < remaining.unsqueeze(1)
+        scores = candidates[..., : self.hparams.hidden_size] @ self.query / math.sqrt(self.hparams.hidden_size)
+        # A finished sequence merges nothing: its all-zero row keeps every node in place.
+        select = self.select(mask_scores(scores, valid)) * (remaining > 0).unsqueeze(1)
+        before = 1 - select.cumsum(-1)
+        after = 1 - before - select
+        merged = (
+            before.unsqueeze(-1) * nodes[:, :-1]
+            + select.unsqueeze(-1) * candidates
+            + after.unsqueeze(-1) * nodes[:, 1:]
+        )
+        chosen = select.argmax(-1)
+        if pairs > 1:
+            if self.hparams.recompute_candidates:
+                candidates = self.cell(merged[:, :-1], merged[:, 1:])
+            else:
+                candidates = self._update_candidates(candidates, merged, select, before, after, chosen, batch)
+        return merged, candidates, chosen.masked_fill(remaining <= 0, -1)
 
     def _update_candidates(
         self,
@@ -195,7 +212,8 @@ class ListOpsParser(Classifier):
         """A one-hot choice of pair: the estimator's sample in training, the argmax otherwise."""
         if self.training:
             return self.estimator(scores)[0]
-        return F.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
+        # Not F.one_hot, whose number of classes would be a constant of a compiled merge.
+        return torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Class logits ``(B, num_classes)``."""

@@ -36,19 +36,22 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..estimators import Estimator, Router, Routing
-from ._building import build_estimator
+from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
 from ._heat_map import labelled_heat_map
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 Batch = tuple[Tensor, Tensor]
 #: What training logs of the routing, as means over the epoch and the MoE layers.
@@ -272,6 +275,10 @@ class MoEClassifier(Classifier):
     def forward(self, images: Tensor) -> Tensor:
         return self.classify(self.run_blocks(self.blocks, self.embed(images)))
 
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: the forward pass, routing and the routing statistics included, as one graph."""
+        self.forward = compile(self.forward)
+
     def run_blocks(self, blocks: Iterable[Block], x: Tensor) -> Tensor:
         """``x`` through ``blocks`` (some of :attr:`blocks`, in order), routed by the model's estimator."""
         for block in blocks:
@@ -312,7 +319,7 @@ class MoEClassifier(Classifier):
         experiment.add_image("moe/expert_load", image, self.current_epoch, dataformats="HWC")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = make_optimizer("adamw", self.parameters(), self.hparams.lr, weight_decay=self.hparams.weight_decay)
         epochs = self.trainer.max_epochs
         if not epochs or epochs < 0:  # a budget of steps only: the learning rate stays constant
             return optimizer

@@ -10,15 +10,19 @@ variable, so no estimator is involved.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from ._building import make_optimizer
 from ._classification import Classifier
 from ._registry import Recipe, register_model
 from .nats.genotype import Genotype
 from .nats.network import FixedCell, TopologyNetwork
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 
 @register_model("nas-net", summary="a NATS-Bench genotype's network, trained from scratch",
@@ -57,10 +61,14 @@ class NASNet(Classifier):
         images, labels = batch
         return self(images), labels
 
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: the whole network, one graph."""
+        compile(self.network)
+
     def configure_optimizers(self) -> dict[str, Any]:
         hparams = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hparams.lr, momentum=hparams.momentum,
-                                    weight_decay=hparams.weight_decay, nesterov=True)
+        optimizer = make_optimizer("sgd", self.parameters(), hparams.lr, momentum=hparams.momentum,
+                                   weight_decay=hparams.weight_decay, nesterov=True)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}

@@ -15,7 +15,7 @@ Each replica's exact expected loss is logged as ``train/expected_loss/replica_R`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -26,6 +26,9 @@ from ._logging import logger_writes_this_step
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 TERMS = ("loss", "expected_loss")
 
@@ -95,6 +98,10 @@ class PolynomialProgramming(L.LightningModule):
         Summed over replicas, so that each replica's gradient is that of a run of its own.
         """
         return self.estimator.objective(self.logits, self.loss, self.hparams.num_samples) * self.hparams.replicas
+
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: the sampled loss, the estimator's samples included, as one graph."""
+        self.objective = compile(self.objective)
 
     def training_step(self, batch: Any, batch_index: int) -> Tensor:
         objective = self.objective()

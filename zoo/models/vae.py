@@ -11,7 +11,7 @@ gradient for the encoder, and the KL term is analytic and gets its exact gradien
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -23,6 +23,9 @@ from ._logging import logger_writes_this_step
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
+
+if TYPE_CHECKING:
+    from callbacks.compiling import PartCompiler
 
 STAGES = ("train", "val", "test")
 TERMS = ("neg_elbo", "reconstruction", "kl")
@@ -98,6 +101,10 @@ class DiscreteVAE(L.LightningModule):
         )
         kl = self.kl_to_prior(logits).mean()
         return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+
+    def compile_parts(self, compile: PartCompiler) -> None:
+        """``--compile``: the loss and its terms, from the images to the KL, as one graph."""
+        self.loss_terms = compile(self.loss_terms)
 
     def gradient_probe(self, images: Tensor) -> GradientProbe:
         """The encoder's logits for ``images`` and the reconstruction loss of codes.
