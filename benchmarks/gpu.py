@@ -13,11 +13,14 @@ so the machine needs no data set:
   every pathwise estimator, the ``reinmax`` package and ``st``, in float32 and
   bfloat16 at its four shapes: milliseconds and peak memory;
 * ``loop``: ``loop_overhead.py``'s ratio of a steady train.py epoch of the VAE to a
-  plain PyTorch loop's, both keeping the data on the device;
+  plain PyTorch loop's, both keeping the data on the device; then with ``--compile``,
+  beside plain loops compiled in the default mode and in ``reduce-overhead`` (CUDA graphs);
 * ``training``: 200 steps of every model through ``train.py`` at its default size in
   bf16-mixed and 16-mixed (ListOps and GDAS in 32-true too): whether the loss stayed
   finite, the loss scaler's skipped steps, milliseconds a step (steps 20 to 200, the
-  device synchronised only at both ends) and peak device memory.
+  device synchronised only at both ends) and peak device memory;
+* ``compile``: the same in bf16-mixed with ``--compile`` for the models of
+  ``COMPILE_TIMED``, with the first step's seconds (the compilation).
 
 The record goes to ``benchmarks/results/gpu/<device>.json`` and a table is printed.
 The ``reinmax`` package, the reference of the estimator part, is imported from a
@@ -49,6 +52,8 @@ MIXED = ("bf16-mixed", "16-mixed")
 #: Models whose per-step time and memory are also taken in full precision.
 TIMED_IN_FULL_PRECISION = ("listops", "gdas")
 TIMING_STARTS_AT = 20  # steps before it warm up (allocator, cuDNN's choice of kernels)
+#: Models also timed compiled: those with the most small operators a step, within two minutes of compiling.
+COMPILE_TIMED = ("vae", "listops", "moe")
 
 sys.path.insert(0, str(ROOT))
 sys.path.extend(str(wheel) for wheel in sorted(WHEELS.glob("*.whl")))  # a pure-Python wheel imports as a zip
@@ -73,12 +78,19 @@ class StepTimer(L.Callback):
         self.record: dict[str, Any] = {}
         self._start: float | None = None
         self._steps = 0
+        self._first_started = 0.0
+        self._first_step_s: float | None = None
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(module.device)
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        if self._steps == 0:
+            self._first_started = time.perf_counter()
+        if self._steps == 1:
+            loop_overhead.synchronize(module.device)
+            self._first_step_s = time.perf_counter() - self._first_started
         if self._steps == self.start_at:
             loop_overhead.synchronize(module.device)
             self._start = time.perf_counter()
@@ -96,6 +108,7 @@ class StepTimer(L.Callback):
             "final_loss": guard.last_loss,
             "finite": guard.last_loss is not None and math.isfinite(guard.last_loss),
             "scaler_skipped_steps": guard.scaler_skipped_steps,
+            "first_step_s": self._first_step_s,
         }
 
 
@@ -121,10 +134,16 @@ def estimator_part(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 
 def loop_part(accelerator: str, images: Path, tiny: bool) -> dict[str, Any]:
-    steady = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
-                                   accelerator=accelerator, data_dir=str(images))[0]["steady"]
-    medians = {side: statistics.median(times) for side, times in steady.items()}
-    return {"steady_epoch_s": medians, "ratio": loop_overhead.steady_ratio(steady)}
+    """The steady epochs of each side, eager, then compiled (at toy sizes by the eager backend, which is quick)."""
+    record: dict[str, Any] = {}
+    compiled = ["--compile", "eager" if tiny else "inductor"]
+    for label, extra, modes in (("eager", [], ()), ("compiled", compiled, () if tiny else ("reduce-overhead",))):
+        steady = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
+                                       accelerator=accelerator, data_dir=str(images), extra=extra,
+                                       compile_modes=modes)[0]["steady"]
+        record[label] = {"steady_epoch_s": {side: statistics.median(times) for side, times in steady.items()},
+                         "ratio": loop_overhead.steady_ratio(steady)}
+    return record
 
 
 def training_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> list[dict[str, Any]]:
@@ -139,8 +158,20 @@ def training_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> 
     return rows
 
 
+def compile_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> list[dict[str, Any]]:
+    """``training``'s bf16-mixed runs of ``COMPILE_TIMED`` with ``--compile`` (the eager backend at toy sizes)."""
+    compiled = ["--compile", "eager" if tiny else "inductor"]
+    rows = []
+    for model in COMPILE_TIMED:
+        rows.append({"model": model, "precision": "bf16-mixed",
+                     **train_briefly(model, "bf16-mixed", accelerator, images, listops, 4 if tiny else 200, tiny,
+                                     compiled)})
+        print(f"compile: {model}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
 def train_briefly(model: str, precision: str, accelerator: str, images: Path, listops: Path, steps: int,
-                  tiny: bool) -> dict[str, Any]:
+                  tiny: bool, extra: list[str] | None = None) -> dict[str, Any]:
     """``steps`` steps of ``model`` through train.py; what it reached, or why it failed."""
     plugins = []
     if accelerator == "cpu" and precision == "16-mixed":
@@ -158,7 +189,8 @@ def train_briefly(model: str, precision: str, accelerator: str, images: Path, li
         argv = [*small_run(model, Path(output), 20, small=tiny), *data, "--accelerator", accelerator,
                 "--devices", "1", "--precision", precision, "--max-steps", str(optimizer_steps), "--output-dir", output,
                 "--checkpoint-every", "0", "--trainer-arg", "limit_val_batches=0",
-                "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false"]
+                "--trainer-arg", "enable_progress_bar=false", "--trainer-arg", "enable_model_summary=false",
+                *(extra or [])]
         try:
             train.main(argv, callbacks=[timer], plugins=plugins)
         except SystemExit as stop:  # train.py's message is already on stderr
@@ -191,10 +223,16 @@ def table(record: dict[str, Any]) -> str:
              "| dtype | shape | estimator | ms | peak MB | / package | / st |", "|---|---|---|--:|--:|--:|--:|"]
     lines += [f"| {r['dtype']} | {r['shape']} | {r['estimator']} | {r['ms']:.3f} | {r['peak_mb']:.1f} "
               f"| {r['vs_reference']:.2f} | {r['vs_st']:.2f} |" for r in record["estimators"]]
-    loop = record["loop"]
-    lines += ["", f"## train.py against a plain loop (VAE): steady-epoch ratio {loop['ratio']:.3f}", "",
-              *(f"- {name}: {seconds:.2f} s an epoch" for name, seconds in loop["steady_epoch_s"].items()), "",
-              "## Training through train.py", "",
+    for label, loop in record["loop"].items():
+        lines += ["", f"## train.py against a plain loop (VAE), {label}: steady-epoch ratio {loop['ratio']:.3f}", "",
+                  *(f"- {name}: {seconds:.2f} s an epoch" for name, seconds in loop["steady_epoch_s"].items())]
+    eager = {row["model"]: row for row in record["training"] if row["precision"] == "bf16-mixed"}
+    lines += ["", "## Compiled (bf16-mixed): ms a batch", "", "| model | eager | compiled | first step compiled (s) |",
+              "|---|--:|--:|--:|"]
+    lines += [f"| {row['model']} | {_number(eager[row['model']].get('ms_per_batch'), 1)} | "
+              f"{row.get('error') or _number(row.get('ms_per_batch'), 1)} | {_number(row.get('first_step_s'), 1)} |"
+              for row in record["compile"]]
+    lines += ["", "## Training through train.py", "",
               "| model | precision | result | ms / batch | peak MB | final loss | scaler skips |",
               "|---|---|---|--:|--:|--:|--:|"]
     for row in record["training"]:
@@ -236,6 +274,7 @@ def main() -> None:
         record["estimators"] = estimator_part(device, args.tiny)
         record["loop"] = loop_part(accelerator, images, args.tiny)
         record["training"] = training_part(accelerator, images, listops, args.tiny)
+        record["compile"] = compile_part(accelerator, images, listops, args.tiny)
     slug = re.sub(r"[^a-z0-9]+", "-", record["versions"]["device"].lower()).strip("-")
     output = args.output or RESULTS / f"{slug}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """What Lightning costs: epochs of train.py's VAE against a plain PyTorch loop.
 
     python benchmarks/loop_overhead.py [--rounds 2] [--epochs 3] [--data fashion-mnist] [--accelerator gpu]
+    python benchmarks/loop_overhead.py --compile        # train.py --compile, and a plain compiled loop
+    python benchmarks/loop_overhead.py --optimizer adam  # train.py's fused Adam against the loop's default Adam
 
 Both sides train a ``CategoricalVAE`` with train.py's defaults (10×30, ReinMax,
 RAdam) from the same seed, on the same data tensors batched by the same
@@ -17,6 +19,13 @@ runs did not. The figure is the steady-state epoch (the median over each round's
 epochs after its first), which is what a long run pays. On a GPU both sides keep
 the data on the device (the data module does that under Lightning) and an epoch's
 time ends when the device is done.
+
+The plain loop builds its optimizer as a user would (``torch.optim.RAdam(params,
+lr)``, torch's default foreach update); train.py builds Adam fused. With
+``--compile`` train.py runs with ``--compile`` and a third side joins the
+alternation: the plain loop with its loss and its update compiled as PyTorch's
+recipes do it, ``torch.compile(model.loss_terms)`` and a compiled function calling
+``optimizer.step()``.
 """
 
 from __future__ import annotations
@@ -38,14 +47,15 @@ sys.path.insert(0, str(ROOT))
 from zoo import build, runs, train  # noqa: E402
 from zoo.settings import Settings  # noqa: E402
 
-PLAIN, LIGHTNING = "plain PyTorch", "train.py (Lightning)"
+PLAIN, PLAIN_COMPILED, LIGHTNING = "plain PyTorch", "plain PyTorch, compiled", "train.py (Lightning)"
 
 
 def config_for(data: str, output_dir: str, accelerator: str = "cpu", data_dir: str | None = None,
-               epochs: int = 1) -> Settings:
-    """train.py's settings for the default model on ``data``, as its command line would resolve them."""
+               epochs: int = 1, extra: list[str] | None = None) -> Settings:
+    """train.py's settings for the default model on ``data`` (and ``extra`` flags), as its command line would
+    resolve them."""
     arguments = ["--data", data, "--accelerator", accelerator, "--devices", "1", "--output-dir", output_dir,
-                 "--max-epochs", str(epochs)]
+                 "--max-epochs", str(epochs), *(extra or [])]
     return train.parse_settings(arguments + (["--data-dir", data_dir] if data_dir else []))
 
 
@@ -55,9 +65,13 @@ def synchronize(device: torch.device) -> None:
 
 
 class PlainLoop:
-    """The same model and data, trained by hand: zero_grad, loss, backward, step; then evaluation."""
+    """The same model and data, trained by hand: zero_grad, loss, backward, step; then evaluation.
 
-    def __init__(self, config: Settings) -> None:
+    ``backend``: the loss and the update compiled, as a user following PyTorch's recipes would, by that backend
+    of ``torch.compile`` in ``mode`` (e.g. ``reduce-overhead``: CUDA graphs); None: eager.
+    """
+
+    def __init__(self, config: Settings, backend: str | None = None, mode: str | None = None) -> None:
         self.device = torch.device("cuda" if config.accelerator == "gpu" else "cpu")
         L.seed_everything(config.seed, verbose=False)
         self.model = build.build_model(config).to(self.device)
@@ -65,7 +79,12 @@ class PlainLoop:
         self.data.prepare_data()
         self.data.setup("fit")
         self.data.splits = {split: images.to(self.device) for split, images in self.data.splits.items()}
-        self.optimizer = self.model.configure_optimizers()
+        optimizer_class = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}[config.optimizer]
+        self.optimizer = optimizer_class(self.model.parameters(), lr=config.lr)
+        self.loss_terms, self.update = self.model.loss_terms, self.optimizer.step
+        if backend is not None:
+            self.loss_terms = torch.compile(self.model.loss_terms, fullgraph=True, backend=backend, mode=mode)
+            self.update = torch.compile(lambda: self.optimizer.step(), backend=backend, mode=mode)
 
     def epoch(self) -> float:
         """Seconds for one epoch of training and evaluation."""
@@ -74,33 +93,34 @@ class PlainLoop:
         self.model.train()
         for images in self.data.train_dataloader():
             self.optimizer.zero_grad(set_to_none=True)  # where Lightning clears them too
-            self.model.loss_terms(images)["neg_elbo"].backward()
-            self.optimizer.step()
+            self.loss_terms(images)["neg_elbo"].backward()
+            self.update()
         self.model.eval()
         with torch.no_grad():
             for images in self.data.val_dataloader():
-                self.model.loss_terms(images)
+                self.loss_terms(images)
         synchronize(self.device)
         return time.perf_counter() - start
 
 
 class AlternatingEpochs(L.Callback):
-    """Runs a plain epoch before each Lightning epoch, and times both.
+    """Runs an epoch of each plain loop before each Lightning epoch, and times them all.
 
     A Lightning epoch is timed from its start to the next one's (or to the end of
     training), so its validation and checkpoints are in it.
     """
 
-    def __init__(self, plain: PlainLoop, breakdown: Breakdown | None = None) -> None:
-        self.plain, self.breakdown = plain, breakdown
-        self.seconds: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
+    def __init__(self, plains: dict[str, PlainLoop], breakdown: Breakdown | None = None) -> None:
+        self.plains, self.breakdown = plains, breakdown
+        self.seconds: dict[str, list[float]] = {**{side: [] for side in plains}, LIGHTNING: []}
         self._start: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._end_lightning_epoch(module.device)
         if self.breakdown is not None:
             self.breakdown.side = PLAIN
-        self.seconds[PLAIN].append(self.plain.epoch())
+        for side, plain in self.plains.items():
+            self.seconds[side].append(plain.epoch())
         if self.breakdown is not None:
             self.breakdown.side = LIGHTNING
         synchronize(module.device)
@@ -172,9 +192,15 @@ class Breakdown:
         return lines
 
 
-def alternating_run(config: Settings, breakdown: Breakdown | None = None) -> tuple[dict[str, list[float]], int]:
-    """One round: a train.py fit with a plain epoch before each of its epochs; the times and the steps."""
-    timer = AlternatingEpochs(PlainLoop(config), breakdown)
+def alternating_run(config: Settings, breakdown: Breakdown | None = None,
+                    compile_modes: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], int]:
+    """One round: a train.py fit with a plain epoch (with ``--compile`` a compiled plain epoch too, and one for each
+    of ``compile_modes``) before each of its epochs; the times and the steps."""
+    plains = {PLAIN: PlainLoop(config)}
+    if config.compile:
+        plains[PLAIN_COMPILED] = PlainLoop(config, config.compile)
+        plains.update({f"{PLAIN_COMPILED} ({mode})": PlainLoop(config, config.compile, mode) for mode in compile_modes})
+    timer = AlternatingEpochs(plains, breakdown)
     L.seed_everything(config.seed, verbose=False)
     model = build.build_model(config)
     data = build.build_datamodule(config)
@@ -191,20 +217,22 @@ def alternating_run(config: Settings, breakdown: Breakdown | None = None) -> tup
 
 
 def compare(data: str, rounds: int, epochs: int, accelerator: str = "cpu", data_dir: str | None = None,
-            breakdown: Breakdown | None = None) -> tuple[dict[str, dict[str, list[float]]], int]:
+            breakdown: Breakdown | None = None, extra: list[str] | None = None,
+            compile_modes: tuple[str, ...] = ()) -> tuple[dict[str, dict[str, list[float]]], int]:
     """Each side's epochs, all of them and (``"steady"``) each round's after its first; and the
-    training steps of each side over all rounds."""
-    seconds: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
-    steady: dict[str, list[float]] = {PLAIN: [], LIGHTNING: []}
+    training steps of each side over all rounds. ``extra``: train.py's flags beyond the defaults;
+    ``compile_modes``: with ``--compile`` among them, plain loops compiled in these modes join."""
+    seconds: dict[str, list[float]] = {}
+    steady: dict[str, list[float]] = {}
     steps = 0
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(rounds):
-            config = config_for(data, output_dir, accelerator, data_dir, epochs)
-            round_seconds, round_steps = alternating_run(config, breakdown)
+            config = config_for(data, output_dir, accelerator, data_dir, epochs, extra)
+            round_seconds, round_steps = alternating_run(config, breakdown, compile_modes)
             steps += round_steps
             for side, times in round_seconds.items():
-                seconds[side].extend(times)
-                steady[side].extend(times[1:])  # the first epoch warms up
+                seconds.setdefault(side, []).extend(times)
+                steady.setdefault(side, []).extend(times[1:])  # the first epoch warms up
             print(f"round {round_index + 1} done", file=sys.stderr, flush=True)
     return {"all": seconds, "steady": steady}, steps
 
@@ -223,11 +251,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time the forward, backward, update and each callback's per-step hooks")
+                        help="also time the forward, backward, update and each callback's per-step hooks (eager)")
+    parser.add_argument("--compile", action="store_true", help="train.py --compile, and a compiled plain loop")
+    parser.add_argument("--optimizer", choices=["radam", "adam"], default="radam")
     args = parser.parse_args()
+    if args.breakdown and args.compile:
+        parser.error("--breakdown times the eager functions; it cannot go with --compile")
 
     breakdown = Breakdown() if args.breakdown else None
-    epochs, steps = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir, breakdown)
+    extra = ["--optimizer", args.optimizer, *(["--compile"] if args.compile else [])]
+    epochs, steps = compare(args.data, args.rounds, args.epochs, args.accelerator, args.data_dir, breakdown, extra)
     steady = epochs["steady"]
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else "CPU"
     print(f"- command: `{shlex.join(['python', *sys.argv])}`")
@@ -237,8 +270,11 @@ def main() -> None:
     for side, times in steady.items():
         print(f"| {side} | {statistics.median(times):.2f} | {', '.join(f'{value:.2f}' for value in times)} |")
     paired = [ours / plain for ours, plain in zip(steady[LIGHTNING], steady[PLAIN])]
-    print(f"\nLightning / plain, steady epoch: {steady_ratio(steady):.3f} (goal: at most 1.10); "
+    print(f"\nLightning / plain, steady epoch: {steady_ratio(steady):.3f}; "
           f"median of the epoch-by-epoch ratios: {statistics.median(paired):.3f}")
+    if PLAIN_COMPILED in steady:
+        compiled = statistics.median(steady[PLAIN_COMPILED]) / statistics.median(steady[PLAIN])
+        print(f"plain compiled / plain, steady epoch: {compiled:.3f}")
     if breakdown is not None:
         totals = {side: sum(times) for side, times in epochs["all"].items()}
         print("", *breakdown.table(totals, steps), sep="\n")

@@ -26,48 +26,18 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
+
+from zoo.models import PartCompiler
 
 #: The backends ``--compile`` takes: inductor generates code; aot_eager traces the forward and backward graphs
 #: but runs them eagerly, eager only captures the graphs. The last two isolate a problem's layer (and compile fast).
 COMPILERS = ("inductor", "aot_eager", "eager")
 #: Optimizers whose update has no fused implementation in torch: their ``step`` is compiled instead.
 UNFUSED_OPTIMIZERS = (torch.optim.RAdam,)
-
-Compilable = TypeVar("Compilable", nn.Module, Callable[..., Any])
-
-
-class PartCompiler:
-    """What a model's ``compile_parts`` is handed: ``compile(part, dynamic=...)`` compiles a part for this run.
-
-    A function comes back compiled (the model stores it where the original was); a
-    module is compiled in place and comes back as it is.
-    """
-
-    def __init__(self, backend: str, graph_break: str | None = None) -> None:
-        self.backend = backend
-        #: Why the parts are not captured whole (None: they are, ``fullgraph=True``).
-        self.graph_break = graph_break
-        #: What the run is told about its compilation: graph breaks and parts left eager, and why.
-        self.notes = [f"the loss is compiled with graph breaks: {graph_break}"] if graph_break else []
-        self.compiled = 0
-
-    def __call__(self, part: Compilable, *, dynamic: bool | None = None) -> Compilable:
-        options = dict(backend=self.backend, fullgraph=self.graph_break is None, dynamic=dynamic)
-        self.compiled += 1
-        if isinstance(part, nn.Module):
-            part.compile(**options)
-            return part
-        return torch.compile(part, **options)
-
-    def leave_eager(self, reason: str) -> None:
-        """Record why a model leaves (some of) its loss uncompiled."""
-        self.notes.append(reason)
-
 
 def compile_optimizer_step(optimizer: torch.optim.Optimizer, backend: str) -> None:
     """Compile ``optimizer``'s update, keeping ``step(closure)`` as Lightning calls it.

@@ -92,12 +92,13 @@ def test_gdas_says_why_its_network_stays_eager(tmp_path, capsys):
     assert "compiled in" not in printed and compiled_graphs() == 0
 
 
-def test_a_temperature_schedule_by_step_does_not_recompile_every_step(tmp_path, capsys):
-    """τ changes at each of the 24 steps; its first change makes it a symbol of the graph, once.
+def test_a_temperature_schedule_and_the_gradient_probe_do_not_recompile_every_step(tmp_path, capsys):
+    """τ changes at each of the 24 steps; its first change makes it a symbol of the graph, once. The gradient
+    probe, every 4 steps, runs the model's eager functions.
 
     (A schedule that ends at τ = 1 compiles once more there: ReinMax's rule has a case of its own at 1.)"""
     arguments = [*small_run("vae", tmp_path, EXAMPLES), "--tau", "2", "--tau-schedule", "linear", "--tau-end",
-                 "1.5", "--tau-duration", "24"]
+                 "1.5", "--tau-duration", "24", "--grad-quality-every", "4"]
     check_compiled_training(arguments, tmp_path, capsys, "eager")
 
 

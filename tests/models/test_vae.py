@@ -93,8 +93,8 @@ def test_tau_reaches_only_estimators_that_have_one():
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="reinmax: temperature tau=0.5 is out of range"):
         small_vae("reinmax", tau=0.5)
-    with pytest.raises(ValueError, match="unknown optimizer 'sgd'; valid optimizers: adam, radam"):
-        small_vae("st", optimizer="sgd").configure_optimizers()
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'; valid optimizers: adam, adamw, radam, sgd"):
+        small_vae("st", optimizer="lbfgs").configure_optimizers()
     with pytest.raises(ValueError, match="categories >= 2"):
         small_vae("st", categories=1)
 

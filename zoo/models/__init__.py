@@ -5,6 +5,7 @@ Importing this package imports every model file, which registers its model with 
 """
 
 from ._building import OPTIMIZERS, build_estimator, estimator_at, make_optimizer
+from ._compiling import PartCompiler
 from ._logging import logger_writes_this_step
 from ._probe import GradientProbe
 from ._registry import ModelCard, Recipe, get_model_class, list_models, markdown_table, model_card, register_model
@@ -26,6 +27,7 @@ __all__ = [
     "ModelCard",
     "NASNet",
     "OPTIMIZERS",
+    "PartCompiler",
     "PolynomialProgramming",
     "Recipe",
     "build_estimator",

@@ -27,7 +27,7 @@ import math
 import shlex
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,13 +37,11 @@ from torch import Tensor, nn
 
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
+from ._compiling import PartCompiler
 from ._heat_map import labelled_heat_map
 from ._registry import Recipe, register_model
 from .nats.genotype import EDGES, OPERATIONS, Genotype
 from .nats.network import SearchCell, TopologyNetwork
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 #: GDAS's final temperature; an estimator with a higher lower bound ends at its bound.
 GDAS_TAU_END = 0.1

@@ -24,7 +24,7 @@ to see the value and the tree a trained parser gives.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,8 @@ from datamodules.listops.expressions import TOKEN_IDS, VOCABULARY, model_tokens
 
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
+from ._compiling import PartCompiler
 from ._registry import Recipe, register_model
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 
 def mask_scores(scores: Tensor, valid: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +45,11 @@ from torch import Tensor, nn
 from ..estimators import Estimator, Router, Routing
 from ._building import build_estimator, make_optimizer
 from ._classification import Classifier
+from ._compiling import PartCompiler
 from ._heat_map import labelled_heat_map
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 Batch = tuple[Tensor, Tensor]
 #: What training logs of the routing, as means over the epoch and the MoE layers.

@@ -10,19 +10,17 @@ variable, so no estimator is involved.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ._building import make_optimizer
 from ._classification import Classifier
+from ._compiling import PartCompiler
 from ._registry import Recipe, register_model
 from .nats.genotype import Genotype
 from .nats.network import FixedCell, TopologyNetwork
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 
 @register_model("nas-net", summary="a NATS-Bench genotype's network, trained from scratch",

@@ -15,20 +15,18 @@ Each replica's exact expected loss is logged as ``train/expected_loss/replica_R`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
 from ._building import build_estimator, make_optimizer
+from ._compiling import PartCompiler
 from ._logging import logger_writes_this_step
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 TERMS = ("loss", "expected_loss")
 

@@ -11,7 +11,7 @@ gradient for the encoder, and the KL term is analytic and gets its exact gradien
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,13 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._building import build_estimator, make_optimizer
+from ._compiling import PartCompiler
 from ._logging import logger_writes_this_step
 from ._metrics import WeightedMeans
 from ._probe import GradientProbe
 from ._registry import Recipe, register_model
-
-if TYPE_CHECKING:
-    from callbacks.compiling import PartCompiler
 
 STAGES = ("train", "val", "test")
 TERMS = ("neg_elbo", "reconstruction", "kl")
