@@ -6,8 +6,8 @@ launching them. Compiling fuses them. Two parts of a step are compiled:
 
 * the model's loss computation: each model says which of its functions or modules
   that is, in ``compile_parts(compile)`` (the VAEs their loss, ListOps one merge of
-  its parser, GDAS each operation of its cells), with ``fullgraph=True`` unless the
-  estimator declares why it cannot be captured whole (``Estimator.graph_break``);
+  its parser; GDAS none, and why), with ``fullgraph=True`` unless the estimator
+  declares why it cannot be captured whole (``Estimator.graph_break``);
 * the optimizer's update, as PyTorch's recipe does it (a compiled function that calls
   ``optimizer.step()``), for optimizers without a fused implementation (RAdam).
   Adam, AdamW and SGD are built ``fused=True`` whether or not ``--compile`` is given
@@ -18,7 +18,8 @@ place (``nn.Module.compile``), so parameter names, checkpoints and releases are 
 of an uncompiled model, and a run may be resumed with or without ``--compile``.
 Compilation happens in the first step; its time is printed once. Inductor's cache is
 ``TORCHINDUCTOR_CACHE_DIR`` (default: a folder in the system's temporary directory,
-never ``$HOME``), which also holds Triton's.
+never ``$HOME``), which also holds Triton's. On a CPU inductor needs a C++ compiler;
+without one the run says so and trains uncompiled.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from zoo.models import PartCompiler
 COMPILERS = ("inductor", "aot_eager", "eager")
 #: Optimizers whose update has no fused implementation in torch: their ``step`` is compiled instead.
 UNFUSED_OPTIMIZERS = (torch.optim.RAdam,)
+
 
 def compile_optimizer_step(optimizer: torch.optim.Optimizer, backend: str) -> None:
     """Compile ``optimizer``'s update, keeping ``step(closure)`` as Lightning calls it.

@@ -23,7 +23,9 @@ from zoo.models import list_models
 from zoo.runs import RUN_VERSION_VARIABLE
 from zoo.settings import resolve_values
 
-THREE_EPOCHS = ["--max-epochs", "3", "--max-steps", "-1"]
+TWO_EPOCHS = ["--max-epochs", "2", "--max-steps", "-1"]
+#: Batches of 5 of the 32 examples: each epoch ends with a short batch of 2.
+SHORT_LAST_BATCH = ["--batch-size", "5"]
 
 
 def compiled_graphs() -> int:
@@ -51,14 +53,14 @@ def fresh_compiler(monkeypatch):
 
 
 def check_compiled_training(arguments: list[str], tmp_path: Path, capsys, backend: str) -> CountGraphs:
-    """Three short epochs compiled: nothing compiled after the first; a resume from mid-epoch ends the same."""
-    arguments = [*arguments, *SHORT_EPOCHS, "--compile", backend]
+    """Two short epochs compiled: nothing compiled after the first; a resume from mid-epoch ends the same."""
+    arguments = [*arguments, *SHORT_EPOCHS, *SHORT_LAST_BATCH, "--compile", backend]
     keep, count = KeepCheckpoints(tmp_path), CountGraphs()
-    expected = run(arguments, tmp_path / "whole", *THREE_EPOCHS, callbacks=[keep, count])
+    expected = run(arguments, tmp_path / "whole", *TWO_EPOCHS, callbacks=[keep, count])
     assert count.at_epoch_end[0] == count.at_epoch_end[-1], "recompiled after the first epoch"
     printed = capsys.readouterr().out
     assert printed.count("compiled in ") == (1 if count.at_epoch_end[0] else 0)
-    resumed = run(arguments, tmp_path / "resumed", *THREE_EPOCHS, "--resume", str(keep.kept["periodic"]))
+    resumed = run(arguments, tmp_path / "resumed", *TWO_EPOCHS, "--resume", str(keep.kept["periodic"]))
     assert_same_training_state(resumed, expected)
     return count
 
@@ -93,12 +95,12 @@ def test_gdas_says_why_its_network_stays_eager(tmp_path, capsys):
 
 
 def test_a_temperature_schedule_and_the_gradient_probe_do_not_recompile_every_step(tmp_path, capsys):
-    """τ changes at each of the 24 steps; its first change makes it a symbol of the graph, once. The gradient
+    """τ changes at each of the 14 steps; its first change makes it a symbol of the graph, once. The gradient
     probe, every 4 steps, runs the model's eager functions.
 
     (A schedule that ends at τ = 1 compiles once more there: ReinMax's rule has a case of its own at 1.)"""
     arguments = [*small_run("vae", tmp_path, EXAMPLES), "--tau", "2", "--tau-schedule", "linear", "--tau-end",
-                 "1.5", "--tau-duration", "24", "--grad-quality-every", "4"]
+                 "1.5", "--tau-duration", "14", "--grad-quality-every", "4"]
     check_compiled_training(arguments, tmp_path, capsys, "eager")
 
 
@@ -118,14 +120,14 @@ def test_checkpoints_move_between_compiled_and_eager_runs(tmp_path, capsys):
     weights up to rounding: a compiled step computes softmax with another formulation (``_categorical``)."""
     arguments = [*small_run("vae", tmp_path, EXAMPLES), *SHORT_EPOCHS]
     keep = KeepCheckpoints(tmp_path)
-    eager = run(arguments, tmp_path / "eager", *THREE_EPOCHS, callbacks=[keep])
-    compiled = run(arguments, tmp_path / "compiled", "--max-epochs", "2", "--max-steps", "-1", "--compile", "eager",
-                   "--resume", str(keep.kept["epoch-end"]))
+    eager = run(arguments, tmp_path / "eager", *TWO_EPOCHS, callbacks=[keep])
+    compiled = run(arguments, tmp_path / "compiled", "--max-epochs", "1", "--max-steps", "-1", "--compile", "eager",
+                   "--resume", str(keep.kept["periodic"]))
     assert capsys.readouterr().out.count("compiled in ") == 1
     (compiled_checkpoint,) = (tmp_path / "compiled").glob("*/*/checkpoints/last.ckpt")
     assert compiled["global_step"] < eager["global_step"]
     # --resume PATH continues the run in its own folder.
-    continued = run(arguments, tmp_path / "compiled", *THREE_EPOCHS, "--resume", str(compiled_checkpoint))
+    continued = run(arguments, tmp_path / "compiled", *TWO_EPOCHS, "--resume", str(compiled_checkpoint))
     assert continued["global_step"] == eager["global_step"]
     for saved in ("state_dict", "optimizer_states"):
         torch.testing.assert_close(continued[saved], eager[saved], rtol=1e-3, atol=1e-5)
