@@ -17,9 +17,11 @@ from torch._dynamo.utils import counters
 
 from callbacks.compiling import CompiledTraining, compile_optimizer_step
 from tests.runs import small_run
+from tests.test_distributed import check_two_processes
+from tests.test_mixed_precision import check_mixed_precision
 from tests.test_resume import EXAMPLES, SHORT_EPOCHS, KeepCheckpoints, assert_same_training_state, run
 from zoo import build, train
-from zoo.models import list_models
+from zoo.models import list_models, make_optimizer
 from zoo.runs import RUN_VERSION_VARIABLE
 from zoo.settings import resolve_values
 
@@ -85,6 +87,18 @@ def test_every_model_trains_compiled_by_inductor_resumes_exactly_and_leaves_home
     monkeypatch.setenv("HOME", str(home))
     check_compiled_training(small_run(model, tmp_path, EXAMPLES), tmp_path, capsys, "inductor")
     assert not any(home.iterdir())
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_the_vae_trains_compiled_in_mixed_precision(precision, backend, tmp_path):
+    """Autocast inside the compiled loss; under 16-mixed the loss scaler unscales before the compiled update."""
+    check_mixed_precision([*small_run("vae", tmp_path, EXAMPLES), "--compile", backend], precision, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_on_two_processes(tmp_path):
+    check_two_processes([*small_run("vae", tmp_path, EXAMPLES), "--compile"], tmp_path)
 
 
 def test_gdas_says_why_its_network_stays_eager(tmp_path, capsys):
@@ -166,3 +180,29 @@ def test_a_compiled_run_gives_the_model_its_compiled_parts_once(tmp_path):
         trainer.fit(model, build.build_datamodule(settings))
     assert model.objective is not objective and model._parts_compiled == 1
     assert compiled_graphs() == 1
+
+
+@pytest.mark.parametrize("name, options", [("adam", {}), ("adamw", {"weight_decay": 0.05}),
+                                           ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4})])
+def test_a_fused_optimizer_updates_as_the_unfused_one_and_stays_fused_loading_its_state(name, options):
+    """The same update up to rounding; and an unfused optimizer's state (a checkpoint from before the zoo fused its
+    updates) loaded into a fused one leaves it fused, so that it steps under a loss scaler."""
+    generator = torch.Generator().manual_seed(0)
+    fused_parameter, unfused_parameter = (torch.nn.Parameter(torch.ones(50)) for _ in range(2))
+    fused = make_optimizer(name, [fused_parameter], 0.01, **options)
+    unfused = make_optimizer(name, [unfused_parameter], 0.01, fused=False, **options)
+    assert fused.param_groups[0]["fused"] and not unfused.param_groups[0]["fused"]
+    for _ in range(5):
+        fused_parameter.grad = torch.randn(50, generator=generator)
+        unfused_parameter.grad = fused_parameter.grad.clone()
+        fused.step()
+        unfused.step()
+    torch.testing.assert_close(fused_parameter, unfused_parameter, rtol=1e-6, atol=1e-7)
+
+    fused.load_state_dict(unfused.state_dict())
+    assert fused.param_groups[0]["fused"]
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(fused_parameter.square().sum()).backward()
+    scaler.unscale_(fused)
+    scaler.step(fused)
+    assert torch.isfinite(fused_parameter).all()

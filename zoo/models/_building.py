@@ -47,7 +47,18 @@ def make_optimizer(name: str, parameters: Iterable[torch.nn.Parameter], lr: floa
     parameters = list(parameters)
     if optimizer_class in FUSED and all(parameter.device.type in fused_devices() for parameter in parameters):
         options.setdefault("fused", True)
-    return optimizer_class(parameters, lr=lr, **options)
+    optimizer = optimizer_class(parameters, lr=lr, **options)
+    if options.get("fused"):
+        optimizer.register_load_state_dict_post_hook(stay_fused)
+    return optimizer
+
+
+def stay_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Keep a fused optimizer fused when it loads the state of an unfused one (a checkpoint from before the zoo
+    fused its updates): the loaded options would unfuse it while it still tells a loss scaler that it unscales
+    and skips steps itself, which only the fused update does."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
 
 
 def fused_devices() -> list[str]:
