@@ -134,11 +134,14 @@ def estimator_part(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
 
 
 def loop_part(accelerator: str, images: Path, tiny: bool) -> dict[str, Any]:
-    """The steady epochs of each side, eager, then compiled (at toy sizes by the eager backend, which is quick)."""
+    """The steady epochs of each side, eager, then compiled (at toy sizes by the eager backend, which is quick).
+
+    The compiled comparison runs one round: each of its three sides compiles, which takes most of a minute.
+    """
     record: dict[str, Any] = {}
     compiled = ["--compile", "eager" if tiny else "inductor"]
     for label, extra, modes in (("eager", [], ()), ("compiled", compiled, () if tiny else ("reduce-overhead",))):
-        steady = loop_overhead.compare("mnist", rounds=1 if tiny else 2, epochs=2 if tiny else 3,
+        steady = loop_overhead.compare("mnist", rounds=1 if tiny or extra else 2, epochs=2 if tiny else 3,
                                        accelerator=accelerator, data_dir=str(images), extra=extra,
                                        compile_modes=modes)[0]["steady"]
         record[label] = {"steady_epoch_s": {side: statistics.median(times) for side, times in steady.items()},
@@ -159,10 +162,11 @@ def training_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> 
 
 
 def compile_part(accelerator: str, images: Path, listops: Path, tiny: bool) -> list[dict[str, Any]]:
-    """``training``'s bf16-mixed runs of ``COMPILE_TIMED`` with ``--compile`` (the eager backend at toy sizes)."""
+    """``training``'s bf16-mixed runs of ``COMPILE_TIMED`` with ``--compile`` (at toy sizes, the first of them by
+    the eager backend)."""
     compiled = ["--compile", "eager" if tiny else "inductor"]
     rows = []
-    for model in COMPILE_TIMED:
+    for model in COMPILE_TIMED[:1] if tiny else COMPILE_TIMED:
         rows.append({"model": model, "precision": "bf16-mixed",
                      **train_briefly(model, "bf16-mixed", accelerator, images, listops, 4 if tiny else 200, tiny,
                                      compiled)})
