@@ -1,9 +1,9 @@
 """``--compile``: every model trains compiled, compiles nothing after its first epoch, and resumes exactly.
 
-Most runs use the ``eager`` backend: torch.compile captures the same graphs, with the
-same guards, as for inductor, so what would recompile recompiles there too, at a
-fraction of inductor's compile time. One VAE run, and in the slow set every model,
-goes through inductor itself.
+The suite's runs use the ``eager`` backend: torch.compile captures the same graphs,
+with the same guards, as for inductor, so what would recompile recompiles there too,
+at a fraction of inductor's compile time. The slow set runs every model, mixed
+precision and two processes through inductor itself.
 """
 
 from __future__ import annotations
