@@ -45,6 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from zoo import build, runs, train  # noqa: E402
+from zoo.models import OPTIMIZERS  # noqa: E402
 from zoo.settings import Settings  # noqa: E402
 
 PLAIN, PLAIN_COMPILED, LIGHTNING = "plain PyTorch", "plain PyTorch, compiled", "train.py (Lightning)"
@@ -79,8 +80,7 @@ class PlainLoop:
         self.data.prepare_data()
         self.data.setup("fit")
         self.data.splits = {split: images.to(self.device) for split, images in self.data.splits.items()}
-        optimizer_class = {"adam": torch.optim.Adam, "radam": torch.optim.RAdam}[config.optimizer]
-        self.optimizer = optimizer_class(self.model.parameters(), lr=config.lr)
+        self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), lr=config.lr)  # torch's defaults
         self.loss_terms, self.update = self.model.loss_terms, self.optimizer.step
         if backend is not None:
             self.loss_terms = torch.compile(self.model.loss_terms, fullgraph=True, backend=backend, mode=mode)
